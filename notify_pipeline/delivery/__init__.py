@@ -1,0 +1,1 @@
+"""Transports that hand signed messages to a provider (SMTP, Amazon SES)."""

@@ -1,0 +1,68 @@
+"""The small interface every transport implements, and the result it returns."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class RecipientStatus(StrEnum):
+    ACCEPTED = "accepted"  # the provider took responsibility for this recipient
+    BOUNCED = "bounced"  # permanently refused (SMTP 5xx)
+    FAILED = "failed"  # temporarily refused and retries were exhausted (SMTP 4xx)
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    """A rendered, signed message ready for hand-off."""
+
+    service: str
+    message_id: str
+    envelope_from: str
+    recipients: tuple[str, ...]
+    data: bytes
+
+
+@dataclass(frozen=True)
+class RecipientOutcome:
+    recipient: str
+    status: RecipientStatus
+    code: int | None = None
+    diagnostic: str = ""
+
+
+@dataclass(frozen=True)
+class HandoffResult:
+    """What the provider said: its id for the message and one outcome per envelope recipient."""
+
+    provider_message_id: str | None
+    outcomes: tuple[RecipientOutcome, ...]
+
+
+class Transport(ABC):
+    """Hands messages to one provider.
+
+    `reports_delivery` is true when acceptance by the provider is the final delivery (a local SMTP
+    sink); false when the provider reports delivery later through its own events (Amazon SES).
+    """
+
+    reports_delivery: bool = True
+
+    @abstractmethod
+    def send(self, message: OutgoingMessage) -> HandoffResult:
+        """Hand one message off, retrying transient trouble within bounds.
+
+        Raises `RetryableDeliveryError` when nothing was handed off and retries are exhausted,
+        `PermanentDeliveryError` when nothing was handed off and retrying is pointless, and
+        `AmbiguousHandoffError` when the provider may have accepted the message.
+        """
+
+    def close(self) -> None:
+        """Release connections. Safe to call more than once."""
+
+    def __enter__(self) -> Transport:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

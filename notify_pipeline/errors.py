@@ -1,0 +1,64 @@
+"""Error types and the closed vocabulary of reject reasons.
+
+Errors are named for what the caller should do next (reject, retry, give up, fix configuration),
+and carry a machine-readable reason code beside the human sentence.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class RejectReason(StrEnum):
+    """Why a send request was refused (DESIGN.md, "Policy"). Stored in the event `reason` column."""
+
+    MALFORMED = "malformed"
+    UNKNOWN_SERVICE = "unknown_service"
+    UNAUTHENTICATED = "unauthenticated"
+    UNAUTHORISED = "unauthorised"
+    RECIPIENT_NOT_ALLOWED = "recipient_not_allowed"
+    HEADER_INJECTION = "header_injection"
+    DISALLOWED_HEADER = "disallowed_header"
+    REPLY_TO_NOT_ENABLED = "reply_to_not_enabled"
+    TOO_LARGE = "too_large"
+    SUPPRESSED = "suppressed"
+
+
+class NotifyError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class ConfigError(NotifyError, ValueError):
+    """The deployment is misconfigured; `setting` names what to fix."""
+
+    def __init__(self, setting: str, message: str) -> None:
+        super().__init__(f"{setting}: {message}")
+        self.setting = setting
+
+
+class RequestRejected(NotifyError):
+    """A send request breaks the wire format or the service's policy. Never retried."""
+
+    def __init__(self, reason: RejectReason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.reason.value}: {self.message}"
+
+
+class DeliveryError(NotifyError):
+    """Base of errors raised by a transport while handing a message to a provider."""
+
+
+class RetryableDeliveryError(DeliveryError):
+    """Nothing was handed off and trying again later may succeed (4xx, connection refused)."""
+
+
+class PermanentDeliveryError(DeliveryError):
+    """Nothing was handed off and there is no point in retrying (invalid parameters)."""
+
+
+class AmbiguousHandoffError(DeliveryError):
+    """The provider may or may not have accepted the message; retrying could deliver it twice."""

@@ -1,0 +1,134 @@
+"""The send request wire format, version 1 (DESIGN.md contract), and its strict parser."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from notify_pipeline.errors import RejectReason, RequestRejected
+
+MAX_REQUEST_BYTES = 10 * 1024 * 1024
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+
+TagKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+TagValue = Annotated[str, Field(max_length=256)]
+
+
+class RequestAttachment(BaseModel):
+    """One attachment, its content base64-encoded on the wire."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    filename: str = Field(min_length=1, max_length=255)
+    content_type: str = Field(pattern=r"^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+$")
+    content_base64: str = Field(repr=False)
+
+    @field_validator("content_base64")
+    @classmethod
+    def _is_base64(cls, value: str) -> str:
+        try:
+            base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ValueError("is not valid base64") from exc
+        return value
+
+    def content(self) -> bytes:
+        return base64.b64decode(self.content_base64, validate=True)
+
+
+class SendRequest(BaseModel):
+    """A send request. Unknown fields are an error; the identity token never appears in repr."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    version: Literal[1]
+    id: str = Field(pattern=REQUEST_ID_PATTERN)
+    service: str = Field(min_length=1, max_length=63)
+    identity_token: str = Field(repr=False, min_length=1)
+    from_tag: str | None = None
+    to: tuple[str, ...] = ()
+    cc: tuple[str, ...] = ()
+    bcc: tuple[str, ...] = ()
+    reply_to: tuple[str, ...] = ()
+    subject: str = Field(max_length=998)
+    text: str | None = None
+    html: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    attachments: tuple[RequestAttachment, ...] = ()
+    tags: dict[TagKey, TagValue] = Field(default_factory=dict, max_length=50)
+
+    @model_validator(mode="after")
+    def _has_body_and_recipient(self) -> SendRequest:
+        if self.text is None and self.html is None:
+            raise ValueError("at least one of text or html is required")
+        if not (self.to or self.cc or self.bcc):
+            raise ValueError("at least one recipient (to, cc or bcc) is required")
+        return self
+
+    @property
+    def recipients(self) -> tuple[str, ...]:
+        return (*self.to, *self.cc, *self.bcc)
+
+
+def parse_request(body: bytes, *, max_bytes: int = MAX_REQUEST_BYTES) -> SendRequest:
+    """Parse and validate one request, or raise `RequestRejected` (too_large / malformed).
+
+    Error sentences name fields and problems but never echo values: the token is a secret.
+    """
+    if len(body) > max_bytes:
+        raise RequestRejected(
+            RejectReason.TOO_LARGE, f"request is {len(body)} bytes; the limit is {max_bytes}"
+        )
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RequestRejected(RejectReason.MALFORMED, f"not UTF-8 (byte {exc.start})") from None
+    try:
+        return SendRequest.model_validate_json(text)
+    except ValidationError as exc:
+        raise RequestRejected(RejectReason.MALFORMED, describe_errors(exc)) from None
+
+
+def describe_errors(exc: ValidationError, limit: int = 5) -> str:
+    """A compact sentence listing field paths and problems, without the offending values."""
+    parts = []
+    for err in exc.errors(include_input=False, include_url=False)[:limit]:
+        where = ".".join(str(p) for p in err["loc"]) or "request"
+        parts.append(f"{where}: {err['msg']}")
+    more = exc.error_count() - limit
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+
+
+def peek_attribution(body: bytes) -> tuple[str | None, str | None]:
+    """Best-effort (service, id) of an unparseable request, so its reject event can be attributed."""
+    try:
+        data: Any = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None, None
+    if not isinstance(data, dict):
+        return None, None
+    service, request_id = data.get("service"), data.get("id")
+    return (
+        service if isinstance(service, str) and len(service) <= 63 else None,
+        request_id if isinstance(request_id, str) and len(request_id) <= 128 else None,
+    )
+
+
+def peek_recipients(body: bytes) -> tuple[str, ...]:
+    """Best-effort recipients of an unparseable request, for one reject row per recipient."""
+    try:
+        data: Any = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return ()
+    if not isinstance(data, dict):
+        return ()
+    found: list[str] = []
+    for name in ("to", "cc", "bcc"):
+        value = data.get(name)
+        if isinstance(value, list):
+            found.extend(v for v in value if isinstance(v, str) and len(v) <= 320)
+    return tuple(found)

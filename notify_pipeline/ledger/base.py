@@ -1,0 +1,184 @@
+"""Ledger interface and the owner identity that makes stale claims recoverable.
+
+Exactly-once rests on three rules every implementation keeps:
+1. `claim` is atomic per (service, id): one owner at a time, re-claimable only when the holder is
+   dead or its lease has run out.
+2. `begin_handoff` is a compare-and-set from `claimed` to `handing_off` by the current owner, made
+   durable *before* the provider is contacted. A message found in `handing_off` with a dead owner
+   may have been delivered, so it is never retried: it becomes `ambiguous`.
+3. `finish` writes the terminal state, its events (to the outbox) and any suppressions in one
+   transaction, so a crash can never record one without the others.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+
+from notify_pipeline.events import Event
+
+
+class MessageState(StrEnum):
+    CLAIMED = "claimed"
+    HANDING_OFF = "handing_off"
+    SENT = "sent"
+    FAILED = "failed"
+    SUPPRESSED = "suppressed"
+    AMBIGUOUS = "ambiguous"
+
+    @property
+    def terminal(self) -> bool:
+        return self not in (MessageState.CLAIMED, MessageState.HANDING_OFF)
+
+
+class ClaimStatus(StrEnum):
+    CLAIMED = "claimed"  # this owner holds the message now: deliver it
+    DONE = "done"  # already terminal from this same inbox item: a re-run, just clean up
+    DUPLICATE = "duplicate"  # handled, or being handled, for another inbox item: drop it
+    BUSY = "busy"  # another live owner holds it: keep the inbox item for a later attempt
+    AMBIGUOUS = "ambiguous"  # a dead owner was mid-hand-off: this owner must record it as such
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    status: ClaimStatus
+    attempts: int  # how many owners have claimed this message, this one included
+
+
+@dataclass(frozen=True)
+class BatchStatus:
+    attempts: int  # runs that have taken this batch so far
+    ready: bool  # no live owner holds it and any retry delay has passed
+
+
+@dataclass(frozen=True)
+class Claim:
+    service: str
+    message_id: str
+    inbox_key: str
+    queued_events: tuple[Event, ...] = ()
+
+
+@dataclass(frozen=True)
+class Suppression:
+    recipient: str
+    reason: str
+    event_id: str
+    expires_at: datetime
+
+
+def _process_start_ticks(pid: int) -> str:
+    """The kernel's start time of a process, so a reused pid is not mistaken for the owner."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return "0"
+    return stat.rpartition(")")[2].split()[19]
+
+
+def current_owner(run_id: str) -> str:
+    """An owner id naming this process: host, pid, process start time and run id."""
+    pid = os.getpid()
+    return f"{socket.gethostname()}|{pid}|{_process_start_ticks(pid)}|{run_id}"
+
+
+def owner_is_dead(owner: str) -> bool:
+    """True only when the owner's process is certainly gone (same host, pid gone or reused)."""
+    try:
+        host, pid_text, ticks, _run = owner.split("|", 3)
+        pid = int(pid_text)
+    except ValueError:
+        return False
+    if host != socket.gethostname() or not sys.platform.startswith("linux"):
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    fields = stat.rpartition(")")[2].split()
+    return fields[0] in ("Z", "X") or fields[19] != ticks
+
+
+class Ledger(ABC):
+    """Durable message states, event outbox, suppression list and batch leases."""
+
+    @abstractmethod
+    def claim(
+        self, claims: Sequence[Claim], *, owner: str, lease_seconds: float, now: datetime
+    ) -> list[ClaimResult]:
+        """Claim each message for `owner`, in one transaction; new claims queue their events."""
+
+    @abstractmethod
+    def release(self, keys: Sequence[tuple[str, str]], *, owner: str) -> None:
+        """Hand claims back, unsent, for a later attempt (only when nothing was handed off)."""
+
+    @abstractmethod
+    def begin_handoff(self, service: str, message_id: str, *, owner: str) -> bool:
+        """Move `claimed` → `handing_off` if `owner` still holds the claim; durable on return."""
+
+    @abstractmethod
+    def finish(
+        self,
+        service: str,
+        message_id: str,
+        *,
+        owner: str,
+        state: MessageState,
+        events: Sequence[Event],
+        provider_message_id: str | None = None,
+        suppressions: Sequence[Suppression] = (),
+    ) -> bool:
+        """Record a terminal state with its events and suppressions atomically.
+
+        Returns False (and writes nothing) when `owner` no longer holds the message.
+        """
+
+    @abstractmethod
+    def add_events(self, events: Sequence[Event]) -> None:
+        """Queue events that belong to no claim (rejects) in the outbox."""
+
+    @abstractmethod
+    def pending_events(self, limit: int) -> list[tuple[int, Event]]:
+        """The oldest outbox events not yet acknowledged, with their sequence numbers."""
+
+    @abstractmethod
+    def ack_events(self, seqs: Sequence[int]) -> None:
+        """Drop outbox events the warehouse has durably stored."""
+
+    @abstractmethod
+    def suppressed(self, recipients: Iterable[str], *, now: datetime) -> set[str]:
+        """The subset of (lower-cased) recipients currently on the suppression list."""
+
+    @abstractmethod
+    def add_suppressions(self, suppressions: Sequence[Suppression]) -> None:
+        """Suppress recipients (later entries extend earlier ones)."""
+
+    @abstractmethod
+    def state_of(self, service: str, message_id: str) -> MessageState | None:
+        """The message's current state, or None if it was never claimed."""
+
+    @abstractmethod
+    def acquire_batch(
+        self, batch_id: str, *, owner: str, lease_seconds: float, now: datetime
+    ) -> int | None:
+        """Take the batch lease; returns the attempt number, or None if a live owner holds it."""
+
+    @abstractmethod
+    def batch_status(self, batch_id: str, *, now: datetime) -> BatchStatus:
+        """How often the batch was taken, and whether a run may take it now."""
+
+    @abstractmethod
+    def release_batch(
+        self, batch_id: str, *, owner: str, retry_after_seconds: float, now: datetime
+    ) -> None:
+        """Give the batch lease up; its remaining items may be retried after the delay."""
+
+    def close(self) -> None:
+        """Release connections."""

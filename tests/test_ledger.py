@@ -1,0 +1,189 @@
+"""The SQLite ledger: atomic claims, hand-off compare-and-set, outbox, suppression, batch leases."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from datetime import timedelta
+
+import pytest
+
+from notify_pipeline.events import Event, EventType, utcnow
+from notify_pipeline.ledger import (
+    Claim,
+    ClaimStatus,
+    MessageState,
+    Suppression,
+    current_owner,
+    owner_is_dead,
+)
+from notify_pipeline.ledger.sqlite import SqliteLedger
+
+LEASE = 300.0
+
+
+@pytest.fixture
+def ledger(tmp_path):
+    book = SqliteLedger(tmp_path / "ledger.sqlite3")
+    yield book
+    book.close()
+
+
+def _event(event_id: str) -> Event:
+    return Event(event_id=event_id, service="svc", message_id="m1", event_type=EventType.QUEUED,
+                 recipient="a@example.org", occurred_at=utcnow())
+
+
+def _claim(ledger, owner, key="item-1", message_id="m1", events=()):
+    [result] = ledger.claim([Claim("svc", message_id, key, tuple(events))], owner=owner,
+                            lease_seconds=LEASE, now=utcnow())
+    return result
+
+
+def dead_owner() -> str:
+    """The owner id of a process that has really exited."""
+    code = "from notify_pipeline.ledger import current_owner; print(current_owner('r'))"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def test_first_claim_wins_and_queues_its_events(ledger):
+    assert _claim(ledger, "A", events=[_event("e1")]).status is ClaimStatus.CLAIMED
+    assert _claim(ledger, current_owner("B"), key="item-2").status is ClaimStatus.DUPLICATE
+    assert [e.event_id for _, e in ledger.pending_events(10)] == ["e1"]
+
+
+def test_same_item_rerun_while_live_owner_holds_it_is_busy(ledger):
+    live = current_owner("A")
+    _claim(ledger, live)
+    assert _claim(ledger, current_owner("B")).status is ClaimStatus.BUSY
+
+
+def test_terminal_message_is_done_for_its_own_item_and_duplicate_for_others(ledger):
+    _claim(ledger, "A")
+    assert ledger.finish("svc", "m1", owner="A", state=MessageState.SENT, events=[])
+    assert _claim(ledger, "B").status is ClaimStatus.DONE
+    assert _claim(ledger, "B", key="other").status is ClaimStatus.DUPLICATE
+
+
+def test_claim_of_a_dead_owner_is_taken_over_and_counts_attempts(ledger):
+    owner = dead_owner()
+    assert owner_is_dead(owner)
+    _claim(ledger, owner, events=[_event("q1")])
+    result = _claim(ledger, current_owner("B"), events=[_event("q1")])
+    assert result.status is ClaimStatus.CLAIMED
+    assert result.attempts == 2
+
+
+def test_handing_off_message_of_a_dead_owner_becomes_ambiguous_never_claimed(ledger):
+    owner = dead_owner()
+    _claim(ledger, owner)
+    assert ledger.begin_handoff("svc", "m1", owner=owner)
+    assert _claim(ledger, current_owner("B")).status is ClaimStatus.AMBIGUOUS
+
+
+def test_expired_lease_is_taken_over_even_if_owner_looks_alive(ledger):
+    ledger.claim([Claim("svc", "m1", "item-1")], owner="other-host|1|1|r", lease_seconds=1,
+                 now=utcnow() - timedelta(seconds=10))
+    assert _claim(ledger, "B").status is ClaimStatus.CLAIMED
+
+
+def test_begin_handoff_is_a_compare_and_set_on_the_owner(ledger):
+    ledger.claim([Claim("svc", "m1", "item-1")], owner="A", lease_seconds=1,
+                 now=utcnow() - timedelta(seconds=10))
+    _claim(ledger, "B")  # takes the expired claim over
+    assert not ledger.begin_handoff("svc", "m1", owner="A")
+    assert ledger.begin_handoff("svc", "m1", owner="B")
+    assert not ledger.begin_handoff("svc", "m1", owner="B")  # only from `claimed`
+
+
+def test_finish_by_a_former_owner_writes_nothing(ledger):
+    ledger.claim([Claim("svc", "m1", "item-1")], owner="A", lease_seconds=1,
+                 now=utcnow() - timedelta(seconds=10))
+    _claim(ledger, "B")
+    assert not ledger.finish("svc", "m1", owner="A", state=MessageState.SENT,
+                             events=[_event("late")])
+    assert ledger.pending_events(10) == []
+    assert ledger.state_of("svc", "m1") is MessageState.CLAIMED
+
+
+def test_finish_requires_a_terminal_state(ledger):
+    _claim(ledger, "A")
+    with pytest.raises(ValueError, match="terminal"):
+        ledger.finish("svc", "m1", owner="A", state=MessageState.CLAIMED, events=[])
+
+
+def test_finish_writes_state_events_and_suppressions_together(ledger):
+    _claim(ledger, "A")
+    expiry = utcnow() + timedelta(days=1)
+    ledger.finish("svc", "m1", owner="A", state=MessageState.SENT, events=[_event("b1")],
+                  provider_message_id="Q1",
+                  suppressions=[Suppression("Bad@Example.org", "bounce", "b1", expiry)])
+    assert ledger.state_of("svc", "m1") is MessageState.SENT
+    assert ledger.suppressed(["bad@example.org", "ok@example.org"], now=utcnow()) == {
+        "bad@example.org"
+    }
+    assert [e.event_id for _, e in ledger.pending_events(10)] == ["b1"]
+
+
+def test_suppression_expires(ledger):
+    ledger.add_suppressions([Suppression("x@example.org", "complaint", "e",
+                                         utcnow() + timedelta(seconds=5))])
+    assert ledger.suppressed(["x@example.org"], now=utcnow()) == {"x@example.org"}
+    assert ledger.suppressed(["x@example.org"], now=utcnow() + timedelta(seconds=6)) == set()
+
+
+def test_outbox_ack_removes_only_acknowledged(ledger):
+    ledger.add_events([_event("e1"), _event("e2"), _event("e3")])
+    pending = ledger.pending_events(2)
+    assert [e.event_id for _, e in pending] == ["e1", "e2"]
+    ledger.ack_events([seq for seq, _ in pending])
+    assert [e.event_id for _, e in ledger.pending_events(10)] == ["e3"]
+
+
+def test_release_hands_a_claim_back_for_immediate_retry(ledger):
+    live = current_owner("A")
+    _claim(ledger, live)
+    ledger.begin_handoff("svc", "m1", owner=live)
+    ledger.release([("svc", "m1")], owner=live)
+    result = _claim(ledger, current_owner("B"))
+    assert result.status is ClaimStatus.CLAIMED
+
+
+def test_concurrent_claims_from_two_connections_have_one_winner(tmp_path):
+    path = tmp_path / "ledger.sqlite3"
+    books = [SqliteLedger(path) for _ in range(8)]
+    results: list[ClaimStatus] = []
+    barrier = threading.Barrier(len(books))
+
+    def claim(book, n):
+        barrier.wait()
+        results.append(_claim(book, current_owner(f"run{n}"), key=f"item-{n}").status)
+
+    threads = [threading.Thread(target=claim, args=(b, n)) for n, b in enumerate(books)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results).count(ClaimStatus.CLAIMED) == 1
+    assert results.count(ClaimStatus.DUPLICATE) == len(books) - 1
+
+
+def test_batch_lease_blocks_a_second_live_run_and_counts_attempts(ledger):
+    now = utcnow()
+    a, b = current_owner("A"), current_owner("B")
+    assert ledger.acquire_batch("b1", owner=a, lease_seconds=LEASE, now=now) == 1
+    assert ledger.acquire_batch("b1", owner=b, lease_seconds=LEASE, now=now) is None
+    assert not ledger.batch_status("b1", now=now).ready
+    ledger.release_batch("b1", owner=a, retry_after_seconds=30, now=now)
+    status = ledger.batch_status("b1", now=now)
+    assert (status.attempts, status.ready) == (1, False)
+    assert ledger.batch_status("b1", now=now + timedelta(seconds=31)).ready
+    assert ledger.acquire_batch("b1", owner=b, lease_seconds=LEASE, now=now) == 2
+
+
+def test_batch_held_by_a_dead_run_is_ready(ledger):
+    now = utcnow()
+    ledger.acquire_batch("b1", owner=dead_owner(), lease_seconds=LEASE, now=now)
+    assert ledger.batch_status("b1", now=now).ready

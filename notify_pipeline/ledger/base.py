@@ -180,5 +180,6 @@ class Ledger(ABC):
     ) -> None:
         """Give the batch lease up; its remaining items may be retried after the delay."""
 
+    @abstractmethod
     def close(self) -> None:
         """Release connections."""

@@ -104,7 +104,7 @@ def describe_errors(exc: ValidationError, limit: int = 5) -> str:
 
 
 def peek_attribution(body: bytes) -> tuple[str | None, str | None]:
-    """Best-effort (service, id) of an unparseable request, so its reject event can be attributed."""
+    """Best-effort (service, id) of an unparseable request, to attribute its reject event."""
     try:
         data: Any = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):

@@ -58,7 +58,7 @@ class Transport(ABC):
         `AmbiguousHandoffError` when the provider may have accepted the message.
         """
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - transports without connections need nothing
         """Release connections. Safe to call more than once."""
 
     def __enter__(self) -> Transport:

@@ -1,0 +1,491 @@
+"""Caller identity: OIDC ID tokens of service accounts (RS256 JWTs).
+
+Production tokens are signed by Google; the `local` profile runs its own issuer. Both are verified
+by the same `TokenVerifier`, which lets google-auth check the signature, `iat`/`exp` and `aud`, and
+adds the checks google-auth cannot make: expiry judged at the time the inbox received the request,
+the issuer, and a verified email. No token, nor any part of one, ever appears in an exception or a
+log: google-auth's own exceptions quote the token, so they are translated and never chained.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import tempfile
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import cached_property
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
+
+import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+from google.auth import crypt, exceptions, jwt
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from notify_pipeline.errors import NotifyError, RejectReason, RequestRejected
+
+GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
+
+_log = logging.getLogger(__name__)
+
+# Algorithm names a rejection may repeat: a fixed vocabulary, never free text taken from a token.
+_KNOWN_ALGORITHMS = frozenset(
+    {"none", "HS256", "HS384", "HS512", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256"}
+    | {"ES384", "ES512", "EdDSA"}
+)
+_LAST_NUMERIC_DATE = 253402300799  # 9999-12-31T23:59:59Z, the last instant a datetime can hold
+_MAX_AGE = re.compile(r"max-age=(\d+)")
+
+# The local certificate is a pure function of the key (fixed dates, serial from the key), so any
+# process can rebuild it and every process publishes the same certs.json.
+_CERT_NOT_BEFORE = datetime(2020, 1, 1, tzinfo=UTC)
+_CERT_NOT_AFTER = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)  # RFC 5280: no expiry
+
+
+class CertsUnavailable(NotifyError):
+    """The issuer's public keys could not be loaded: retry later, do not reject the request."""
+
+
+@dataclass(frozen=True)
+class VerifiedIdentity:
+    """Who signed a request, after every check passed."""
+
+    email: str
+    subject: str
+    issuer: str
+
+
+class CertSource(Protocol):
+    def get_certs(self) -> Mapping[str, str]:
+        """Current `{kid: PEM certificate or public key}`; raises `CertsUnavailable`."""
+        ...
+
+
+def parse_certs(document: object) -> dict[str, str]:
+    """Read Google's v1 format `{kid: PEM}` or a JWKS into `{kid: PEM}` usable by google-auth.
+
+    google-auth accepts PEM public keys as well as certificates, so RSA JWKs become public keys.
+    Raises ValueError when the document holds no usable RSA key.
+    """
+    try:
+        if isinstance(document, Mapping) and "keys" in document:
+            certs = {jwk["kid"]: _jwk_to_pem(jwk) for jwk in document["keys"] if _is_rsa_jwk(jwk)}
+        elif isinstance(document, Mapping):
+            certs = {kid: _checked_pem(pem) for kid, pem in document.items()}
+        else:
+            raise ValueError("expected a JSON object")
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"malformed key set: {exc!r}") from exc
+    if not certs:
+        raise ValueError("the key set holds no RSA signing key")
+    return certs
+
+
+def _is_rsa_jwk(jwk: Mapping[str, Any]) -> bool:
+    return (
+        jwk.get("kty") == "RSA"
+        and jwk.get("use", "sig") == "sig"
+        and jwk.get("alg", "RS256") == "RS256"
+        and isinstance(jwk.get("kid"), str)
+    )
+
+
+def _jwk_to_pem(jwk: Mapping[str, Any]) -> str:
+    n, e = (int.from_bytes(_b64url_decode(jwk[part]), "big") for part in ("n", "e"))
+    key = rsa.RSAPublicNumbers(e, n).public_key()
+    return _public_pem(key)
+
+
+def _b64url_decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _checked_pem(pem: str) -> str:
+    """Fail while loading the key set, not later as a misleading 'bad signature'."""
+    data = pem.encode("ascii")
+    if b"-----BEGIN CERTIFICATE-----" in data:
+        key: object = x509.load_pem_x509_certificate(data).public_key()
+    else:
+        key = serialization.load_pem_public_key(data)
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise ValueError("not an RSA key")
+    return pem
+
+
+def _public_pem(key: rsa.RSAPublicKey) -> str:
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode("ascii")
+
+
+class FileCertSource:
+    """A key set on disk (the local issuer's certs.json), re-read whenever the file is replaced."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._stamp: tuple[int, int, int] | None = None
+        self._certs: dict[str, str] = {}
+
+    def get_certs(self) -> Mapping[str, str]:
+        try:
+            stat = self._path.stat()
+            stamp = (stat.st_mtime_ns, stat.st_ino, stat.st_size)
+            if stamp != self._stamp:
+                self._certs = parse_certs(json.loads(self._path.read_bytes()))
+                self._stamp = stamp
+        except (OSError, ValueError) as exc:
+            raise CertsUnavailable(f"could not load signing keys from {self._path}: {exc}") from exc
+        return self._certs
+
+
+class HttpCertSource:
+    """A published key set (Google's by default), cached for as long as its `max-age` allows."""
+
+    def __init__(
+        self, url: str = GOOGLE_CERTS_URL, *, timeout: float = 10.0, retries: int = 2
+    ) -> None:
+        self._url = url
+        self._timeout = timeout
+        self._session = requests.Session()
+        retry = Retry(
+            total=retries,
+            backoff_factor=0.5,
+            status_forcelist=(429, 500, 502, 503, 504),
+            allowed_methods=frozenset({"GET"}),
+        )
+        self._session.mount("http://", HTTPAdapter(max_retries=retry))
+        self._session.mount("https://", HTTPAdapter(max_retries=retry))
+        self._lock = threading.Lock()
+        self._certs: dict[str, str] = {}
+        self._fresh_until = -math.inf
+
+    def get_certs(self) -> Mapping[str, str]:
+        with self._lock:  # one fetch at a time, not one per waiting verifier
+            if time.monotonic() >= self._fresh_until:
+                self._refresh()
+            return self._certs
+
+    def _refresh(self) -> None:
+        try:
+            response = self._session.get(self._url, timeout=self._timeout)
+            response.raise_for_status()
+            certs = parse_certs(response.json())
+        except (requests.RequestException, ValueError) as exc:
+            raise CertsUnavailable(f"could not load signing keys from {self._url}: {exc}") from exc
+        max_age = _max_age(response.headers.get("Cache-Control", ""))
+        self._certs, self._fresh_until = certs, time.monotonic() + max_age
+        _log.info("loaded %d signing keys from %s, cached for %ds", len(certs), self._url, max_age)
+
+
+def _max_age(cache_control: str) -> int:
+    """Seconds the response may be reused; 0 (fetch again next time) when the server is silent."""
+    if "no-store" in cache_control or "no-cache" in cache_control:
+        return 0
+    match = _MAX_AGE.search(cache_control)
+    return int(match.group(1)) if match else 0
+
+
+class LocalIssuer:
+    """The `local` profile's stand-in for Google: mints ID tokens with a key kept under `keys_dir`.
+
+    The key is created on first use. Concurrent creators each write a complete private temp file
+    and hard-link it into place; linking never overwrites, so the first link wins and every
+    process then loads that one key.
+    """
+
+    def __init__(self, keys_dir: Path, issuer: str) -> None:
+        self._dir = keys_dir / "identity"
+        self._issuer = issuer
+
+    @property
+    def key_path(self) -> Path:
+        return self._dir / "signing-key.pem"
+
+    @property
+    def certs_path(self) -> Path:
+        """certs.json beside the key, for verifiers in other processes (see `FileCertSource`)."""
+        return self._material.certs_path
+
+    @property
+    def kid(self) -> str:
+        """A fingerprint of the public key, so a new key never reuses an old key id."""
+        return self._material.kid
+
+    def certs(self) -> dict[str, str]:
+        """The issuer's key in Google's v1 format: `{kid: PEM X.509 certificate}`."""
+        return {self._material.kid: self._material.cert_pem}
+
+    def mint(
+        self,
+        *,
+        service_account: str,
+        audience: str,
+        ttl_seconds: int = 3600,
+        now: datetime | None = None,
+        email_verified: bool = True,
+    ) -> str:
+        """A signed ID token shaped like Google's for a service account."""
+        if ttl_seconds <= 0:
+            raise ValueError("ttl_seconds must be positive")
+        issued_at = int((now or datetime.now(UTC)).timestamp())
+        claims = {
+            "iss": self._issuer,
+            "aud": audience,
+            "sub": _subject_for(service_account),
+            "email": service_account,
+            "email_verified": email_verified,
+            "iat": issued_at,
+            "exp": issued_at + ttl_seconds,
+        }
+        token: bytes = jwt.encode(self._signer, claims)
+        return token.decode("ascii")
+
+    @cached_property
+    def _material(self) -> _IssuerKey:
+        """Load or create the key, and publish its certificate before any token is signed."""
+        private_key = _load_or_create_key(self.key_path)
+        kid = _fingerprint(private_key.public_key())
+        cert = _self_signed_cert(private_key, kid).public_bytes(serialization.Encoding.PEM)
+        certs_path = self._dir / "certs.json"
+        content = json.dumps({kid: cert.decode("ascii")}, indent=2).encode()
+        _write_if_changed(certs_path, content)
+        return _IssuerKey(private_key, kid, cert.decode("ascii"), certs_path)
+
+    @cached_property
+    def _signer(self) -> crypt.RSASigner:
+        key, kid = self._material.private_key, self._material.kid
+        return crypt.RSASigner(key, key_id=kid)
+
+
+class _IssuerKey(NamedTuple):
+    private_key: rsa.RSAPrivateKey
+    kid: str
+    cert_pem: str
+    certs_path: Path
+
+
+def _subject_for(email: str) -> str:
+    """A stable 21-digit `sub`, shaped like Google's numeric account ids."""
+    digest = hashlib.sha256(email.lower().encode()).digest()
+    return str(10**20 + int.from_bytes(digest[:8], "big"))
+
+
+def _fingerprint(key: rsa.RSAPublicKey) -> str:
+    der = key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(der).hexdigest()[:40]
+
+
+def _self_signed_cert(key: rsa.RSAPrivateKey, kid: str) -> x509.Certificate:
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, kid)])
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(int(kid[:30], 16) | 1)
+        .not_valid_before(_CERT_NOT_BEFORE)
+        .not_valid_after(_CERT_NOT_AFTER)
+        .sign(key, hashes.SHA256())
+    )
+
+
+def _load_or_create_key(path: Path) -> rsa.RSAPrivateKey:
+    if not path.exists():
+        _create_key(path)
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ValueError(f"{path} does not hold an RSA private key")
+    return key
+
+
+def _create_key(path: Path) -> None:
+    """Write a new key unless another process got there first (link fails: theirs is kept)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    tmp = _write_temp(path, pem, mode=0o600)
+    try:
+        path.hardlink_to(tmp)
+    except FileExistsError:
+        _log.debug("another process created %s first; using its key", path)
+    finally:
+        tmp.unlink()
+
+
+def _write_if_changed(path: Path, content: bytes) -> None:
+    """Replace atomically, and only on change: an unchanged mtime spares file sources a re-read."""
+    with contextlib.suppress(FileNotFoundError):
+        if path.read_bytes() == content:
+            return
+    _write_temp(path, content, mode=0o644).replace(path)
+
+
+def _write_temp(path: Path, content: bytes, *, mode: int) -> Path:
+    """A complete, fsynced file with `mode` beside `path`; never readable by others meanwhile."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # created 0600
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        Path(name).chmod(mode)
+    except BaseException:
+        Path(name).unlink()
+        raise
+    return Path(name)
+
+
+def _reject(sentence: str) -> RequestRejected:
+    return RequestRejected(RejectReason.UNAUTHENTICATED, sentence)
+
+
+class TokenVerifier:
+    """Checks ID tokens against one audience and a set of trusted issuers."""
+
+    def __init__(
+        self,
+        *,
+        certs: CertSource,
+        audience: str,
+        issuers: frozenset[str],
+        clock_skew_seconds: int = 30,
+    ) -> None:
+        self._certs = certs
+        self._audience = audience
+        self._issuers = issuers
+        self._skew = clock_skew_seconds
+
+    def __repr__(self) -> str:
+        return f"TokenVerifier(audience={self._audience!r}, issuers={sorted(self._issuers)!r})"
+
+    def verify(self, token: str | None, *, received_at: datetime) -> VerifiedIdentity:
+        """The identity in `token`, judged as of `received_at` (an aware datetime).
+
+        A token valid when the request arrived stays acceptable however late it is processed.
+        Raises `RequestRejected(UNAUTHENTICATED)` for any fault in the token and `CertsUnavailable`
+        when the keys cannot be loaded.
+        """
+        if received_at.tzinfo is None:
+            raise ValueError("received_at must be timezone-aware")
+        if not token:
+            raise _reject("the request carries no identity_token")
+        header, payload = _decode_unverified(token)
+        cert = self._cert_for(header)
+        _check_times_present(payload)
+        passed = self._google_auth_checks(token, cert, received_at)
+        identity = self._check_claims(payload, received_at)
+        if not passed:  # unreachable while our checks are stricter than google-auth's
+            raise _reject("the identity token failed google-auth's time or audience checks")
+        return identity
+
+    def _cert_for(self, header: Mapping[str, Any]) -> dict[str, str]:
+        alg = header.get("alg")
+        if alg != "RS256":
+            named = isinstance(alg, str) and alg in _KNOWN_ALGORITHMS
+            used = f"alg {alg!r}" if named else "an unrecognised algorithm"
+            raise _reject(f"the identity token is signed with {used}; only RS256 is accepted")
+        kid = header.get("kid")
+        if not isinstance(kid, str):
+            raise _reject("the identity token's header has no key id (kid)")
+        certs = self._certs.get_certs()
+        if kid not in certs:
+            raise _reject("the identity token's key id is not one of the issuer's current keys")
+        return {kid: certs[kid]}
+
+    def _google_auth_checks(
+        self, token: str, cert: Mapping[str, str], received_at: datetime
+    ) -> bool:
+        """Signature, `iat`/`exp` and `aud` by google-auth. False: a claim check failed.
+
+        google-auth checks `iat`/`exp` against the current time, so the skew is widened by the
+        time since receipt; `_check_claims` then judges against `received_at` exactly. It checks
+        the signature before any claim, so `InvalidValue` means the payload is authentic. The
+        rejection is raised outside `except` so google-auth's exception, which quotes the token,
+        is not attached as its context.
+        """
+        skew = self._skew + math.ceil(abs(time.time() - received_at.timestamp())) + 1
+        try:
+            jwt.decode(
+                token, certs=cert, audience=self._audience, clock_skew_in_seconds=skew
+            )
+        except exceptions.InvalidValue:
+            return False
+        except (exceptions.GoogleAuthError, ValueError):
+            pass
+        else:
+            return True
+        raise _reject("the identity token's signature does not match the issuer's key")
+
+    def _check_claims(self, payload: Mapping[str, Any], received_at: datetime) -> VerifiedIdentity:
+        issuer = payload.get("iss")
+        if not (isinstance(issuer, str) and issuer in self._issuers):
+            trusted = ", ".join(sorted(self._issuers))
+            raise _reject(f"the identity token's issuer is not trusted; expected one of {trusted}")
+        if payload.get("aud") != self._audience:
+            raise _reject(
+                f"the identity token is for another audience; expected {self._audience!r}"
+            )
+        self._check_times(payload, received_at)
+        email, subject = payload.get("email"), payload.get("sub")
+        if not (isinstance(email, str) and email):
+            raise _reject("the identity token carries no email claim")
+        if payload.get("email_verified") is not True:
+            raise _reject("the identity token's email is not verified (email_verified is not true)")
+        if not (isinstance(subject, str) and subject):
+            raise _reject("the identity token carries no subject (sub) claim")
+        return VerifiedIdentity(email=email, subject=subject, issuer=issuer)
+
+    def _check_times(self, payload: Mapping[str, Any], received_at: datetime) -> None:
+        skew = timedelta(seconds=self._skew)
+        issued = datetime.fromtimestamp(payload["iat"], UTC)
+        expires = datetime.fromtimestamp(payload["exp"], UTC)
+        received = received_at.astimezone(UTC)
+        if issued > received + skew:
+            raise _reject(
+                f"the identity token was issued at {issued.isoformat()}, after the request was "
+                f"received at {received.isoformat()}"
+            )
+        if expires < received - skew:
+            raise _reject(
+                f"the identity token expired at {expires.isoformat()}, before the request was "
+                f"received at {received.isoformat()}"
+            )
+
+
+def _decode_unverified(token: str) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+    """Header and payload, unverified: only used to pick the key and to word rejections."""
+    try:
+        header = jwt.decode_header(token)
+        return header, jwt.decode(token, verify=False)
+    except (exceptions.GoogleAuthError, ValueError, RecursionError):
+        pass
+    raise _reject("the identity_token is not a JWT (three base64url JSON segments)")
+
+
+def _check_times_present(payload: Mapping[str, Any]) -> None:
+    """`iat` and `exp` as in-range numbers: NaN slips past every comparison, strings crash them."""
+    for claim in ("iat", "exp"):
+        value = payload.get(claim)
+        in_range = isinstance(value, int | float) and 0 <= value <= _LAST_NUMERIC_DATE
+        if isinstance(value, bool) or not in_range:
+            raise _reject(f"the identity token has no valid {claim} claim (seconds since 1970)")

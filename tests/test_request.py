@@ -1,0 +1,79 @@
+"""The send request wire format: strict parsing, clear errors, no secrets in errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from notify_pipeline.errors import RejectReason, RequestRejected
+from notify_pipeline.request import parse_request, peek_attribution, peek_recipients
+from tests.helpers import request_bytes, request_dict
+
+
+def rejected(body: bytes, **kwargs) -> RequestRejected:
+    with pytest.raises(RequestRejected) as info:
+        parse_request(body, **kwargs)
+    return info.value
+
+
+def test_valid_request_parses_with_defaults():
+    req = parse_request(request_bytes(cc=["b@example.org"], tags={"campaign": "welcome"}))
+    assert req.id == "msg-1"
+    assert req.recipients == ("alice@example.org", "b@example.org")
+    assert req.tags == {"campaign": "welcome"}
+    assert "token-placeholder" not in repr(req)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        ({"colour": "blue"}, "colour"),
+        ({"version": 2}, "version"),
+        ({"id": "has space"}, "id"),
+        ({"id": "x" * 129}, "id"),
+        ({"text": None}, "text or html"),
+        ({"to": []}, "recipient"),
+        ({"to": "alice@example.org"}, "to"),
+        ({"subject": 5}, "subject"),
+        ({"attachments": [{"filename": "a", "content_type": "text/plain",
+                           "content_base64": "***"}]}, "base64"),
+        ({"tags": {"bad key!": "v"}}, "tags"),
+    ],
+)
+def test_schema_violations_are_malformed_and_name_the_field(overrides, fragment):
+    err = rejected(request_bytes(**overrides))
+    assert err.reason is RejectReason.MALFORMED
+    assert fragment in err.message
+
+
+@pytest.mark.parametrize("body", [b"not json", b"[1, 2]", b"\xff\xfe", b""])
+def test_non_object_bodies_are_malformed(body):
+    assert rejected(body).reason is RejectReason.MALFORMED
+
+
+def test_oversized_request_is_too_large():
+    body = request_bytes(text="x" * 2000)
+    err = rejected(body, max_bytes=1000)
+    assert err.reason is RejectReason.TOO_LARGE
+    assert str(len(body)) in err.message
+
+
+def test_default_limit_is_ten_mebibytes():
+    body = request_bytes(text="x" * (10 * 1024 * 1024))
+    assert rejected(body).reason is RejectReason.TOO_LARGE
+
+
+def test_errors_never_echo_the_token():
+    secret = "eyJhbGciOiJSUzI1NiJ9.secret-payload.signature"
+    body = json.dumps({**request_dict(identity_token=secret), "extra": secret}).encode()
+    err = rejected(body)
+    assert secret not in str(err)
+    assert "secret-payload" not in str(err)
+
+
+def test_attribution_and_recipients_of_a_broken_request():
+    body = json.dumps({"service": "svc", "id": "k1", "to": ["a@example.org", 3]}).encode()
+    assert peek_attribution(body) == ("svc", "k1")
+    assert peek_recipients(body) == ("a@example.org",)
+    assert peek_attribution(b"junk") == (None, None)

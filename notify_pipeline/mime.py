@@ -1,0 +1,173 @@
+"""Render a policy-approved `Envelope` as RFC 5322 / MIME bytes, deterministically.
+
+Determinism matters because a batch may be re-run after a crash: the same (service, id) must give
+the same Message-ID and the same bytes, so the ledger, the provider and the recipient all see one
+message. The `email` package is deterministic except for multipart boundaries, which it picks at
+random; we derive them from the Message-ID instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from datetime import datetime
+from email.header import Header
+from email.headerregistry import (
+    Address,
+    BaseHeader,
+    Group,
+    HeaderRegistry,
+    UniqueAddressHeader,
+    UniqueUnstructuredHeader,
+)
+from email.message import EmailMessage
+from email.policy import SMTP, Policy
+from email.utils import formataddr
+
+from notify_pipeline.message import Attachment, Envelope
+
+
+# Each class also names BaseHeader, which HeaderRegistry mixes in at runtime anyway; typeshed's
+# stubs for the mixins and BaseHeader disagree on `max_count`/`init`, hence the ignores.
+class _SubjectHeader(UniqueUnstructuredHeader, BaseHeader):  # type: ignore[misc]
+    """Subject folded by the legacy `email.header.Header` encoder.
+
+    CPython 3.11's modern folder drops the space between two RFC 2047 encoded words in about one
+    long non-ASCII subject in ten ("Héllo wörld" arrives as "Héllowörld"); the legacy encoder
+    keeps each space inside an encoded word and round-trips exactly.
+    """
+
+    def fold(self, *, policy: Policy) -> str:
+        return _fold(self.name, Header(str(self), header_name=self.name), policy)
+
+
+class _FromHeader(UniqueAddressHeader, BaseHeader):  # type: ignore[misc]
+    """From folded by the legacy encoder, for the same reason as `_SubjectHeader`.
+
+    An ASCII display name with specials (commas, quotes) becomes a quoted string; any other is
+    one or more base64/Q encoded words, which RFC 2047 allows in a phrase.
+    """
+
+    def fold(self, *, policy: Policy) -> str:
+        (address,) = self.addresses
+        name, addr_spec = address.display_name, address.addr_spec
+        if name.isascii():
+            header = Header(formataddr((name, addr_spec)), header_name=self.name)
+        else:
+            header = Header(name, "utf-8", header_name=self.name)
+            header.append(f"<{addr_spec}>", "us-ascii")
+        return _fold(self.name, header, policy)
+
+
+def _fold(name: str, header: Header, policy: Policy) -> str:
+    return f"{name}: {header.encode(linesep=policy.linesep)}{policy.linesep}"
+
+
+def _header_registry() -> HeaderRegistry:
+    registry = HeaderRegistry()
+    registry.map_to_type("subject", _SubjectHeader)
+    registry.map_to_type("from", _FromHeader)
+    return registry
+
+
+# CRLF line endings, and no 8bit bodies: RFC 6376 section 5.3 asks signers to use a 7-bit
+# transfer encoding, because a relay that downgrades 8bit to quoted-printable breaks the DKIM
+# body hash. Non-ASCII text therefore goes out as quoted-printable or base64.
+POLICY = SMTP.clone(cte_type="7bit", header_factory=_header_registry())
+
+# Shown when a message has only Bcc recipients, as most mail clients do; some receivers score a
+# message without To as spam.
+_UNDISCLOSED = Group("undisclosed-recipients")
+
+
+def make_message_id_header(service: str, message_id: str, domain: str) -> str:
+    """The Message-ID for (service, message_id): the same pair always yields the same header.
+
+    The request id is hashed rather than shown, so recipients learn nothing from it.
+    """
+    key = json.dumps([service, message_id]).encode()
+    return f"<{hashlib.sha256(key).hexdigest()[:32]}@{domain}>"
+
+
+def render(envelope: Envelope, *, date: datetime, message_id_header: str) -> bytes:
+    """The message as CRLF-terminated bytes, ready for DKIM signing. Bcc never appears."""
+    if date.tzinfo is None:
+        raise ValueError("date must be timezone-aware")
+    msg = EmailMessage(policy=POLICY)
+    _add_headers(msg, envelope, date, message_id_header)
+    _add_body(msg, envelope)
+    _finish_parts(msg, message_id_header, (envelope.text or "") + (envelope.html or ""))
+    return msg.as_bytes()
+
+
+def _add_headers(msg: EmailMessage, envelope: Envelope, date: datetime, message_id: str) -> None:
+    # Address objects, not strings: the header registry then quotes and RFC 2047-encodes
+    # display names with commas, quotes or non-ASCII characters.
+    msg["From"] = Address(display_name=envelope.from_display, addr_spec=envelope.from_address)
+    if envelope.to:
+        msg["To"] = _addresses(envelope.to)
+    elif not envelope.cc:
+        msg["To"] = [_UNDISCLOSED]
+    if envelope.cc:
+        msg["Cc"] = _addresses(envelope.cc)
+    if envelope.reply_to:
+        msg["Reply-To"] = _addresses(envelope.reply_to)
+    msg["Subject"] = envelope.subject
+    msg["Date"] = date
+    msg["Message-ID"] = message_id
+    msg["MIME-Version"] = "1.0"
+    for name, value in envelope.headers:
+        msg[name] = value
+
+
+def _addresses(addrs: Iterable[str]) -> list[Address]:
+    return [Address(addr_spec=addr) for addr in addrs]
+
+
+def _add_body(msg: EmailMessage, envelope: Envelope) -> None:
+    """text/plain, text/html, or multipart/alternative of both; multipart/mixed with attachments."""
+    if envelope.text is not None:
+        msg.set_content(envelope.text)
+        if envelope.html is not None:
+            msg.add_alternative(envelope.html, subtype="html")
+    elif envelope.html is not None:
+        msg.set_content(envelope.html, subtype="html")
+    else:
+        raise ValueError("an envelope needs text or html")
+    for attachment in envelope.attachments:
+        _attach(msg, attachment)
+
+
+def _attach(msg: EmailMessage, attachment: Attachment) -> None:
+    maintype, _, subtype = attachment.content_type.partition("/")
+    msg.add_attachment(
+        attachment.content, maintype=maintype, subtype=subtype, filename=attachment.filename
+    )
+
+
+def _finish_parts(msg: EmailMessage, seed: str, raw_text: str) -> None:
+    """Give every multipart a boundary derived from `seed` instead of a random one, and drop the
+    MIME-Version header that `add_alternative`/`add_attachment` copy into each body part."""
+    multiparts = [part for part in msg.walk() if part.is_multipart()]
+    for index, part in enumerate(multiparts):
+        part.set_boundary(_boundary(seed, index, raw_text))
+    for part in msg.walk():
+        if part is not msg:
+            del part["MIME-Version"]
+
+
+def _boundary(seed: str, index: int, raw_text: str) -> str:
+    """A boundary that cannot occur in any encoded body part.
+
+    Base64 never contains `=_` and quoted-printable never does either (`=` always starts an
+    escape or a soft line break), so only a 7bit text part could hold it verbatim: we check the
+    raw text and html and move to the next candidate if a caller happened to include it.
+    """
+    attempt = 0
+    while True:
+        digest = hashlib.sha256(f"{seed}\n{index}\n{attempt}".encode()).hexdigest()[:40]
+        candidate = f"=_{digest}"
+        if candidate not in raw_text:
+            return candidate
+        attempt += 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -35,11 +35,13 @@ class Settings(BaseSettings):
     smtp_timeout_seconds: float = 30.0
     smtp_starttls: bool = False
     smtp_username: str = ""
-    smtp_password: str = ""
+    smtp_password: SecretStr = SecretStr("")
 
     batch_max_size: int = Field(default=500, ge=1)
     batch_max_age_seconds: float = Field(default=1.0, ge=0)
     claim_lease_seconds: float = Field(default=300.0, gt=0)
+    provider_retry_seconds: float = Field(default=30.0, ge=0)
+    max_message_attempts: int = Field(default=5, ge=1)
     suppression_days: int = Field(default=90, ge=1)
     max_request_bytes: int = 10 * 1024 * 1024
 

@@ -1,0 +1,303 @@
+"""The `notify` command line (DESIGN.md contract). Configuration comes from NOTIFY_* variables."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from notify_pipeline.errors import ConfigError, NotifyError
+from notify_pipeline.settings import Profile, Settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args, Settings()))
+    except NotifyError as exc:
+        print(f"notify: {exc}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="notify", description=__doc__)
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    reg = sub.add_parser("registry", help="check the service registry").add_subparsers(
+        required=True, metavar="ACTION"
+    )
+    validate = reg.add_parser("validate", help="exit 0 when valid; 1 listing every error")
+    validate.add_argument("directory", nargs="?", type=Path)
+    validate.set_defaults(handler=cmd_registry_validate)
+    schema = reg.add_parser("schema", help="print the registry JSON schema (or --write it)")
+    schema.add_argument("--write", type=Path, metavar="PATH")
+    schema.set_defaults(handler=cmd_registry_schema)
+
+    token = sub.add_parser("token", help="local profile: print a signed ID token")
+    token.add_argument("--service-account", required=True)
+    token.add_argument("--audience")
+    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+    token.set_defaults(handler=cmd_token)
+
+    dns = sub.add_parser("dns-records", help="SPF, DKIM and DMARC records to publish, as JSON")
+    dns.set_defaults(handler=cmd_dns_records)
+
+    enqueue = sub.add_parser("enqueue", help="put one send request on the local inbox")
+    enqueue.add_argument("--service", required=True)
+    enqueue.add_argument("--to", action="append", required=True, metavar="ADDR")
+    enqueue.add_argument("--cc", action="append", default=[], metavar="ADDR")
+    enqueue.add_argument("--bcc", action="append", default=[], metavar="ADDR")
+    enqueue.add_argument("--reply-to", action="append", default=[], metavar="ADDR")
+    enqueue.add_argument("--subject", required=True)
+    body = enqueue.add_mutually_exclusive_group(required=True)
+    body.add_argument("--text")
+    body.add_argument("--html")
+    enqueue.add_argument("--id", help="idempotency key (default: a random one)")
+    enqueue.add_argument("--from-tag")
+    who = enqueue.add_mutually_exclusive_group()
+    who.add_argument("--service-account", help="mint a token for this account (local profile)")
+    who.add_argument("--token", help="an ID token obtained elsewhere")
+    enqueue.set_defaults(handler=cmd_enqueue)
+
+    sink = sub.add_parser("sink", help="run the local SMTP sink (Maildir under $NOTIFY_HOME/mail)")
+    sink.add_argument("--port", type=int)
+    sink.add_argument("--simulate", action="store_true",
+                      help="refuse bounce*@ (550) and defer*@ (451) recipients, for testing")
+    sink.set_defaults(handler=cmd_sink)
+
+    process = sub.add_parser("process", help="drain every source once, in process; print JSON")
+    process.set_defaults(handler=cmd_process)
+
+    up = sub.add_parser("up", help="local profile: run the SMTP sink and `dagster dev` together")
+    up.add_argument("--port", type=int, default=3000, help="Dagster UI port")
+    up.set_defaults(handler=cmd_up)
+    return parser
+
+
+def cmd_registry_validate(args: argparse.Namespace, settings: Settings) -> int:
+    from notify_pipeline.registry import validate_registry
+
+    directory = args.directory or settings.registry
+    issues = validate_registry(directory)
+    for issue in issues:
+        print(issue, file=sys.stderr)
+    if not issues:
+        print(f"{directory}: valid")
+    return 1 if issues else 0
+
+
+def cmd_registry_schema(args: argparse.Namespace, settings: Settings) -> int:
+    from notify_pipeline.registry import render_schema, write_schema
+
+    if args.write:
+        write_schema(args.write)
+    else:
+        print(render_schema(), end="")
+    return 0
+
+
+def _local_issuer(settings: Settings) -> Any:
+    from notify_pipeline.identity import LocalIssuer
+
+    if settings.profile is not Profile.LOCAL:
+        raise ConfigError("NOTIFY_PROFILE", "only the local profile mints tokens; use Google's")
+    return LocalIssuer(settings.keys_dir, settings.local_issuer)
+
+
+def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
+    token = _local_issuer(settings).mint(
+        service_account=args.service_account,
+        audience=args.audience or settings.deployment_audience,
+        ttl_seconds=args.ttl,
+    )
+    print(token)
+    return 0
+
+
+def cmd_dns_records(args: argparse.Namespace, settings: Settings) -> int:
+    from notify_pipeline.dns import dns_records
+    from notify_pipeline.registry import load_registry
+    from notify_pipeline.signing import DkimKeyStore
+
+    domains = [settings.domain, settings.testing_domain]
+    for service in load_registry(settings.registry).services:
+        domains += [d for d in service.advanced.custom_domains if d not in domains]
+    keys = DkimKeyStore(settings.keys_dir, settings.dkim_selector).keys(domains)
+    print(json.dumps([r.as_dict() for r in dns_records(domains=domains, keys=keys)], indent=2))
+    return 0
+
+
+def cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:
+    from notify_pipeline.inbox.local import LocalInbox
+
+    request: dict[str, Any] = {
+        "version": 1,
+        "id": args.id or secrets.token_hex(16),
+        "service": args.service,
+        "identity_token": args.token or _token_for(args, settings),
+        "to": args.to,
+        "cc": args.cc,
+        "bcc": args.bcc,
+        "reply_to": args.reply_to,
+        "subject": args.subject,
+    }
+    request["text" if args.text is not None else "html"] = (
+        args.text if args.text is not None else args.html
+    )
+    if args.from_tag:
+        request["from_tag"] = args.from_tag
+    if settings.profile is not Profile.LOCAL:
+        raise ConfigError("NOTIFY_PROFILE", "enqueue writes to the local inbox only")
+    name = f"{args.service}--{request['id']}.json"
+    path = LocalInbox(settings.home).write_request(json.dumps(request).encode(), name)
+    print(json.dumps({"id": request["id"], "path": str(path)}))
+    return 0
+
+
+def _token_for(args: argparse.Namespace, settings: Settings) -> str:
+    """Mint a token for --service-account, or for the service's first registered account."""
+    from notify_pipeline.registry import load_registry
+
+    account = args.service_account
+    if account is None:
+        service = load_registry(settings.registry).get(args.service)
+        if service is None:
+            raise ConfigError("--service", f"no service {args.service!r} is registered")
+        account = service.service_accounts[0]
+    token: str = _local_issuer(settings).mint(
+        service_account=account, audience=settings.deployment_audience
+    )
+    return token
+
+
+def cmd_sink(args: argparse.Namespace, settings: Settings) -> int:
+    from notify_pipeline.sink import run_sink
+
+    run_sink(
+        settings.mail_dir,
+        host=settings.smtp_host,
+        port=args.port or settings.smtp_port,
+        simulate=args.simulate,
+    )
+    return 0
+
+
+def cmd_process(args: argparse.Namespace, settings: Settings) -> int:
+    print(json.dumps(process_once(settings), indent=2, sort_keys=True))
+    return 0
+
+
+def process_once(settings: Settings, *, max_rounds: int = 1000) -> dict[str, Any]:
+    """Evaluate the inbox sensor and run every batch it asks for to completion, in process."""
+    import dagster as dg
+
+    from notify_pipeline.definitions import build_definitions
+    from notify_pipeline.ledger.sqlite import SqliteLedger
+    from notify_pipeline.pipeline import flush_events
+    from notify_pipeline.profiles import resources_for
+    from notify_pipeline.sensors.inbox import inbox_sensor
+    from notify_pipeline.warehouse.duckdb import DuckDBWarehouse
+
+    drain = settings.model_copy(update={"batch_max_age_seconds": 0.0})
+    defs = build_definitions(drain)
+    job = defs.resolve_job_def("deliver_batch")
+    totals: Counter[str] = Counter()
+    rejected: Counter[str] = Counter()
+    seen: set[str] = set()
+    with _instance() as inst:
+        for _round in range(max_rounds):
+            context = dg.build_sensor_context(instance=inst, resources=resources_for(drain))
+            result = inbox_sensor(context)
+            requests = result.run_requests if isinstance(result, dg.SensorResult) else None
+            fresh = [r for r in requests or [] if r.run_key not in seen]
+            if not fresh:
+                break
+            for request in fresh:
+                seen.add(str(request.run_key))
+                outcome = job.execute_in_process(
+                    run_config=request.run_config, instance=inst, tags=request.tags
+                )
+                summary = outcome.output_for_node("deliver")
+                totals.update({k: v for k, v in summary.items() if isinstance(v, int)})
+                rejected.update(summary["rejected"])
+                totals["batches"] += 1
+    ledger = SqliteLedger(settings.ledger_path)
+    try:
+        late = flush_events(ledger, DuckDBWarehouse(settings.warehouse_path))
+    finally:
+        ledger.close()
+    return {
+        "batches": totals["batches"],
+        "requests": totals["requests"],
+        "delivered": totals["delivered"],
+        "rejected": dict(sorted(rejected.items())),
+        "bounced": totals["bounced"],
+        "failed": totals["failed"],
+        "ambiguous": totals["ambiguous"],
+        "duplicates": totals["duplicates"],
+        "deferred": totals["deferred"],
+        "events": totals["events"] + late,
+    }
+
+
+def _instance() -> Any:
+    """The DAGSTER_HOME instance when there is one (runs show in the UI), else an ephemeral one."""
+    import dagster as dg
+
+    if os.environ.get("DAGSTER_HOME"):
+        return dg.DagsterInstance.get()
+    return dg.DagsterInstance.ephemeral()
+
+
+def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the sink in this process and `dagster dev` beside it until interrupted."""
+    from notify_pipeline.sink import MaildirSink
+
+    dagster_home = (settings.home / "dagster").resolve()
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    config = dagster_home / "dagster.yaml"
+    if not config.exists():
+        config.write_text(DAGSTER_YAML)
+    env = {**os.environ, "DAGSTER_HOME": str(dagster_home)}
+    target = ["-w", "workspace.yaml"] if Path("workspace.yaml").exists() else [
+        "-m", "notify_pipeline.definitions"
+    ]
+    dagster = shutil.which("dagster") or "dagster"
+    with MaildirSink(settings.mail_dir, host=settings.smtp_host, port=settings.smtp_port):
+        print(f"SMTP sink on {settings.smtp_host}:{settings.smtp_port} → {settings.mail_dir}")
+        proc = subprocess.Popen(
+            [dagster, "dev", *target, "-h", "127.0.0.1", "-p", str(args.port)], env=env
+        )
+        forward = lambda signum, frame: proc.send_signal(signal.SIGINT)  # noqa: E731
+        previous = signal.signal(signal.SIGTERM, forward)
+        try:
+            while True:
+                try:
+                    return proc.wait()
+                except KeyboardInterrupt:
+                    proc.send_signal(signal.SIGINT)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
+DAGSTER_YAML = """\
+telemetry:
+  enabled: false
+python_logs:
+  managed_python_loggers: [notify_pipeline]
+  python_log_level: INFO
+"""
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""The inbox interface.
+
+Every inbox works in two steps. `stage` durably moves new requests into a named batch (a sensor
+does this, cheaply); a run then reads the batch and `finish`es each item once its outcome is
+recorded. An item leaves its batch only after that, so a crashed run loses nothing: the batch is
+simply run again.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class InboxItem:
+    """One raw request: its key within the batch, its bytes, and when the inbox received it."""
+
+    key: str
+    body: bytes
+    received_at: datetime
+
+
+class Inbox(ABC):
+    @abstractmethod
+    def stage(self, *, max_items: int, max_age_seconds: float, now: datetime) -> str | None:
+        """Move up to `max_items` waiting requests into a new batch and return its id.
+
+        Stages nothing (returns None) while fewer than `max_items` wait and the oldest has
+        waited less than `max_age_seconds`: that is what bounds batch size and latency.
+        """
+
+    @abstractmethod
+    def batches(self) -> list[str]:
+        """Ids of staged batches that still hold unfinished items, oldest first."""
+
+    @abstractmethod
+    def read(self, batch_id: str) -> Iterator[InboxItem]:
+        """The batch's remaining items."""
+
+    @abstractmethod
+    def finish(self, batch_id: str, keys: Sequence[str]) -> None:
+        """Remove finished items; the batch disappears once empty."""
+
+    @abstractmethod
+    def quarantine(self, batch_id: str, key: str, body: bytes, note: str) -> None:
+        """Keep a rejected request (secrets removed) beside the reason, for operators."""
+
+    @abstractmethod
+    def waiting(self) -> int:
+        """How many requests wait to be staged (for sensor metadata)."""

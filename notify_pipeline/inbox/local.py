@@ -1,0 +1,144 @@
+"""The local profile's inbox: a folder of `*.json` requests, each written elsewhere and renamed in.
+
+Staging renames files into `batches/<id>/` (atomic per file), first under a hidden
+`.staging-<id>` name so a half-staged batch is recognisable and completed after a crash.
+The receive time of a request is its file's mtime, which a rename preserves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from notify_pipeline.inbox.base import Inbox, InboxItem
+
+STAGING_PREFIX = ".staging-"
+
+
+class LocalInbox(Inbox):
+    def __init__(self, home: Path) -> None:
+        self.inbox_dir = home / "inbox"
+        self.batch_dir = home / "batches"
+        self.rejected_dir = home / "rejected"
+
+    def _waiting_files(self) -> list[tuple[int, str]]:
+        try:
+            entries = list(os.scandir(self.inbox_dir))
+        except FileNotFoundError:
+            return []
+        found = []
+        for entry in entries:
+            if entry.name.endswith(".json") and not entry.name.startswith("."):
+                try:
+                    found.append((entry.stat().st_mtime_ns, entry.name))
+                except FileNotFoundError:
+                    continue
+        found.sort()
+        return found
+
+    def waiting(self) -> int:
+        return len(self._waiting_files())
+
+    def stage(self, *, max_items: int, max_age_seconds: float, now: datetime) -> str | None:
+        self._complete_half_staged()
+        files = self._waiting_files()
+        if not files:
+            return None
+        oldest_age = now.timestamp() - files[0][0] / 1e9
+        if len(files) < max_items and oldest_age < max_age_seconds:
+            return None
+        chosen = files[:max_items]
+        batch_id = _batch_id(chosen)
+        staging = self.batch_dir / f"{STAGING_PREFIX}{batch_id}"
+        staging.mkdir(parents=True, exist_ok=True)
+        for _mtime, name in chosen:
+            try:
+                (self.inbox_dir / name).rename(staging / name)
+            except FileNotFoundError:
+                continue
+        staging.rename(self.batch_dir / batch_id)
+        return batch_id
+
+    def _complete_half_staged(self) -> None:
+        if not self.batch_dir.exists():
+            return
+        for path in self.batch_dir.glob(f"{STAGING_PREFIX}*"):
+            path.rename(self.batch_dir / path.name.removeprefix(STAGING_PREFIX))
+
+    def batches(self) -> list[str]:
+        if not self.batch_dir.exists():
+            return []
+        found = []
+        for path in sorted(self.batch_dir.iterdir()):
+            if path.name.startswith("."):
+                continue
+            if any(path.iterdir()):
+                found.append(path.name)
+            else:
+                path.rmdir()
+        return found
+
+    def read(self, batch_id: str) -> Iterator[InboxItem]:
+        folder = self.batch_dir / batch_id
+        if not folder.exists():
+            return
+        for path in sorted(folder.iterdir()):
+            if path.name.startswith("."):
+                continue
+            stat = path.stat()
+            received = datetime.fromtimestamp(stat.st_mtime_ns / 1e9, tz=UTC)
+            yield InboxItem(key=path.name, body=path.read_bytes(), received_at=received)
+
+    def finish(self, batch_id: str, keys: Sequence[str]) -> None:
+        folder = self.batch_dir / batch_id
+        for key in keys:
+            (folder / key).unlink(missing_ok=True)
+        if folder.exists() and not any(folder.iterdir()):
+            folder.rmdir()
+
+    def quarantine(self, batch_id: str, key: str, body: bytes, note: str) -> None:
+        """Keep a rejected request beside a note, with its identity token removed."""
+        self.rejected_dir.mkdir(parents=True, exist_ok=True)
+        target = self.rejected_dir / f"{batch_id}--{key}"
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_bytes(redact_token(body))
+        tmp.replace(target)
+        (target.with_name(target.name + ".reason")).write_text(note + "\n")
+
+    def write_request(self, body: bytes, name: str) -> Path:
+        """Drop one request into the inbox atomically (write elsewhere, then rename)."""
+        self.inbox_dir.mkdir(parents=True, exist_ok=True)
+        target = self.inbox_dir / name
+        tmp = self.inbox_dir / f".{name}.tmp"
+        with tmp.open("wb") as fh:
+            fh.write(body)
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.rename(target)
+        return target
+
+
+def _batch_id(files: Sequence[tuple[int, str]]) -> str:
+    """Deterministic from the staged files: the oldest item's time plus a digest of them all."""
+    digest = hashlib.sha256()
+    for mtime, name in files:
+        digest.update(f"{mtime}\x1f{name}\x1e".encode())
+    stamp = datetime.fromtimestamp(files[0][0] / 1e9, tz=UTC).strftime("%Y%m%dT%H%M%S")
+    return f"{stamp}-{digest.hexdigest()[:12]}"
+
+
+def redact_token(body: bytes) -> bytes:
+    """The request with `identity_token` replaced, or a placeholder if it is not a JSON object."""
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return b'"<unparseable request withheld: it may contain a token>"'
+    if not isinstance(data, dict):
+        return b'"<non-object request withheld>"'
+    if "identity_token" in data:
+        data["identity_token"] = "<redacted>"  # noqa: S105 - a placeholder, not a secret
+    return json.dumps(data, indent=2).encode()

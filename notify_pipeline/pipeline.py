@@ -1,0 +1,385 @@
+"""One batch, start to finish: parse → authenticate → policy → claim → render → sign → hand off →
+record. Plain Python: the Dagster job is a thin wrapper around `Pipeline.process_batch`.
+
+A message's own trouble (a bad request, a refused recipient, a render error) becomes events and
+never fails the batch. Only trouble with the provider connection stops a batch early, and then
+the unsent messages are handed back for a later attempt rather than failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from notify_pipeline import mime
+from notify_pipeline.delivery.base import OutgoingMessage, RecipientStatus, Transport
+from notify_pipeline.errors import (
+    AmbiguousHandoffError,
+    PermanentDeliveryError,
+    RejectReason,
+    RequestRejected,
+    RetryableDeliveryError,
+)
+from notify_pipeline.events import Event, utcnow
+from notify_pipeline.faults import crashpoint
+from notify_pipeline.inbox.base import Inbox, InboxItem
+from notify_pipeline.ledger.base import Claim, ClaimStatus, Ledger, MessageState
+from notify_pipeline.message import Envelope
+from notify_pipeline.outcomes import (
+    AMBIGUOUS_REASON,
+    failure_events,
+    handoff_events,
+    queued_events,
+    reject_events,
+)
+from notify_pipeline.policy import Domains, IdentityVerifier, authorise, build_envelope
+from notify_pipeline.registry import Registry
+from notify_pipeline.request import parse_request, peek_attribution, peek_recipients
+from notify_pipeline.warehouse.base import Warehouse
+
+log = logging.getLogger(__name__)
+
+
+class Signer(Protocol):
+    def sign(self, message: bytes) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class _Accepted:
+    item: InboxItem
+    envelope: Envelope
+    recipients: tuple[str, ...] = ()  # after suppression
+    suppressed: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Rejected:
+    item: InboxItem
+    error: RequestRejected
+    events: list[Event]
+
+
+@dataclass
+class BatchSummary:
+    """Counts by outcome, for run metadata and the `notify process` summary."""
+
+    batch_id: str
+    attempt: int | None = None
+    requests: int = 0
+    delivered: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    bounced: int = 0
+    failed: int = 0
+    ambiguous: int = 0
+    duplicates: int = 0
+    deferred: int = 0
+    bounced_recipients: int = 0
+    suppressed_recipients: int = 0
+    events: int = 0
+    stage_seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
+    reject_examples: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "batch_id": self.batch_id,
+            "attempt": self.attempt,
+            "requests": self.requests,
+            "delivered": self.delivered,
+            "rejected": dict(sorted(self.rejected.items())),
+            "bounced": self.bounced,
+            "failed": self.failed,
+            "ambiguous": self.ambiguous,
+            "duplicates": self.duplicates,
+            "deferred": self.deferred,
+            "bounced_recipients": self.bounced_recipients,
+            "suppressed_recipients": self.suppressed_recipients,
+            "events": self.events,
+            "stage_seconds": {k: round(v, 4) for k, v in sorted(self.stage_seconds.items())},
+        }
+
+
+@dataclass
+class Pipeline:
+    registry: Registry
+    domains: Domains
+    verifier: IdentityVerifier
+    ledger: Ledger
+    signer_for: Callable[[str], Signer]
+    transport: Transport
+    lease_seconds: float = 300.0
+    suppress_for: timedelta = timedelta(days=90)
+    max_message_attempts: int = 5
+    retry_after_seconds: float = 30.0
+    max_request_bytes: int = 10 * 1024 * 1024
+    clock: Callable[[], datetime] = utcnow
+
+    def process_batch(self, inbox: Inbox, batch_id: str, *, owner: str) -> BatchSummary:
+        """Run one staged batch to completion (or hand its unsent part back for a retry)."""
+        summary = BatchSummary(batch_id)
+        summary.attempt = self.ledger.acquire_batch(
+            batch_id, owner=owner, lease_seconds=self.lease_seconds, now=self.clock()
+        )
+        if summary.attempt is None:
+            log.info("batch %s is held by another live run; skipped", batch_id)
+            return summary
+        retry_after = self.retry_after_seconds  # kept if the batch fails part-way
+        try:
+            retry_after = self._process(inbox, batch_id, owner, summary)
+        finally:
+            self.ledger.release_batch(
+                batch_id, owner=owner, retry_after_seconds=retry_after, now=self.clock()
+            )
+        return summary
+
+    def _process(self, inbox: Inbox, batch_id: str, owner: str, summary: BatchSummary) -> float:
+        with _timed(summary, "decide"):
+            decisions = [self._decide(item) for item in inbox.read(batch_id)]
+        summary.requests = len(decisions)
+        rejected = [d for d in decisions if isinstance(d, _Rejected)]
+        self._record_rejects(inbox, batch_id, rejected, summary)
+        accepted = self._split_suppressed([d for d in decisions if isinstance(d, _Accepted)])
+        done_keys = [r.item.key for r in rejected]
+        with _timed(summary, "claim"):
+            to_send = self._claim(accepted, owner, summary, done_keys)
+        crashpoint("after_claim")
+        retry_after = self._deliver(to_send, owner, summary, done_keys)
+        inbox.finish(batch_id, done_keys)
+        if summary.deferred and not retry_after:
+            retry_after = self.retry_after_seconds  # items wait on another run's live claim
+        return retry_after
+
+    def _decide(self, item: InboxItem) -> _Accepted | _Rejected:
+        try:
+            request = parse_request(item.body, max_bytes=self.max_request_bytes)
+        except RequestRejected as exc:
+            service, message_id = peek_attribution(item.body)
+            return self._reject(item, exc, service, message_id, peek_recipients(item.body))
+        try:
+            service_def = authorise(
+                request, registry=self.registry, verifier=self.verifier,
+                received_at=item.received_at,
+            )
+            envelope = build_envelope(request, service_def, self.domains)
+        except RequestRejected as exc:
+            return self._reject(
+                item, exc, request.service, request.id, request.recipients,
+                request.subject, request.tags,
+            )
+        return _Accepted(item, envelope)
+
+    def _reject(
+        self,
+        item: InboxItem,
+        exc: RequestRejected,
+        service: str | None,
+        message_id: str | None,
+        recipients: Sequence[str],
+        subject: str | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> _Rejected:
+        events = reject_events(
+            inbox_key=item.key, service=service, message_id=message_id,
+            recipients=recipients, reason=exc.reason.value, subject=subject,
+            tags=tags or {}, at=self.clock(),
+        )
+        return _Rejected(item, exc, events)
+
+    def _record_rejects(
+        self, inbox: Inbox, batch_id: str, rejected: list[_Rejected], summary: BatchSummary
+    ) -> None:
+        if not rejected:
+            return
+        events = [e for r in rejected for e in r.events]
+        self.ledger.add_events(events)
+        summary.events += len(events)
+        for r in rejected:
+            summary.rejected[r.error.reason.value] += 1
+            note = f"{r.item.key}: {r.error}"
+            log.warning("rejected %s", note)
+            if len(summary.reject_examples) < 20:
+                summary.reject_examples.append(note)
+            inbox.quarantine(batch_id, r.item.key, r.item.body, str(r.error))
+
+    def _split_suppressed(self, accepted: list[_Accepted]) -> list[_Accepted]:
+        everyone = {r.lower() for a in accepted for r in a.envelope.recipients}
+        hit = self.ledger.suppressed(everyone, now=self.clock()) if everyone else set()
+        out = []
+        for a in accepted:
+            kept = tuple(r for r in a.envelope.recipients if r.lower() not in hit)
+            gone = tuple(r for r in a.envelope.recipients if r.lower() in hit)
+            out.append(_Accepted(a.item, a.envelope, kept, gone))
+        return out
+
+    def _claim(
+        self, accepted: list[_Accepted], owner: str, summary: BatchSummary, done: list[str]
+    ) -> list[tuple[_Accepted, int]]:
+        now = self.clock()
+        claims = [self._claim_for(a, now) for a in accepted]
+        results = self.ledger.claim(
+            claims, owner=owner, lease_seconds=self.lease_seconds, now=now
+        )
+        to_send: list[tuple[_Accepted, int]] = []
+        for acc, claim, result in zip(accepted, claims, results, strict=True):
+            if result.status is ClaimStatus.CLAIMED:
+                summary.events += len(claim.queued_events)
+                if acc.recipients:
+                    to_send.append((acc, result.attempts))
+                    continue
+                self._finish(acc.envelope, owner, MessageState.SUPPRESSED, [], summary)
+                summary.rejected[RejectReason.SUPPRESSED.value] += 1
+            elif result.status is ClaimStatus.AMBIGUOUS:
+                self._record_ambiguous(acc, owner, summary)
+            elif result.status is ClaimStatus.BUSY:
+                summary.deferred += 1
+                continue
+            elif result.status is ClaimStatus.DUPLICATE:
+                summary.duplicates += 1
+            done.append(acc.item.key)
+        return to_send
+
+    def _claim_for(self, acc: _Accepted, now: datetime) -> Claim:
+        env = acc.envelope
+        events = queued_events(env, acc.recipients, now)
+        if acc.suppressed:
+            events += tuple(
+                reject_events(
+                    inbox_key=acc.item.key, service=env.service, message_id=env.message_id,
+                    recipients=acc.suppressed, reason=RejectReason.SUPPRESSED.value,
+                    subject=env.subject, tags=env.tags, at=now,
+                )
+            )
+        return Claim(env.service, env.message_id, acc.item.key, events)
+
+    def _record_ambiguous(self, acc: _Accepted, owner: str, summary: BatchSummary) -> None:
+        events = failure_events(acc.envelope, acc.recipients, AMBIGUOUS_REASON, self.clock())
+        self._finish(acc.envelope, owner, MessageState.AMBIGUOUS, events, summary)
+        summary.ambiguous += 1
+
+    def _finish(
+        self, env: Envelope, owner: str, state: MessageState, events: list[Event],
+        summary: BatchSummary, **extra: Any,
+    ) -> None:
+        with _timed(summary, "record"):
+            if self.ledger.finish(
+                env.service, env.message_id, owner=owner, state=state, events=events, **extra
+            ):
+                summary.events += len(events)
+
+    def _deliver(
+        self, to_send: list[tuple[_Accepted, int]], owner: str, summary: BatchSummary,
+        done: list[str],
+    ) -> float:
+        """Hand each claimed message off; returns a retry delay if the provider was unreachable."""
+        for index, (acc, attempts) in enumerate(to_send):
+            outgoing = self._render(acc, owner, summary)
+            if outgoing is None:
+                done.append(acc.item.key)
+                continue
+            crashpoint("after_sign")
+            if not self.ledger.begin_handoff(acc.envelope.service, acc.envelope.message_id,
+                                             owner=owner):
+                summary.deferred += 1  # another owner took the claim over; its run finishes it
+                continue
+            try:
+                self._hand_off(acc, outgoing, owner, summary)
+            except RetryableDeliveryError as exc:
+                if attempts < self.max_message_attempts:
+                    self._hand_back(to_send[index:], owner, summary, exc)
+                    return self.retry_after_seconds
+                self._fail(acc, owner, summary, f"provider_unavailable: {exc}")
+            crashpoint("after_record")
+            done.append(acc.item.key)
+        return 0.0
+
+    def _render(self, acc: _Accepted, owner: str, summary: BatchSummary) -> OutgoingMessage | None:
+        env = acc.envelope
+        try:
+            with _timed(summary, "render"):
+                raw = mime.render(
+                    env, date=self.clock(),
+                    message_id_header=mime.make_message_id_header(
+                        env.service, env.message_id, env.domain
+                    ),
+                )
+            with _timed(summary, "sign"):
+                signed = self.signer_for(env.domain).sign(raw)
+        except Exception as exc:  # one message's render trouble must not fail the batch
+            log.exception("could not render or sign %s/%s", env.service, env.message_id)
+            self._fail(acc, owner, summary, f"render_failed: {type(exc).__name__}")
+            return None
+        return OutgoingMessage(env.service, env.message_id, env.from_address, acc.recipients,
+                               signed)
+
+    def _hand_off(
+        self, acc: _Accepted, outgoing: OutgoingMessage, owner: str, summary: BatchSummary
+    ) -> None:
+        env = acc.envelope
+        try:
+            with _timed(summary, "handoff"):
+                result = self.transport.send(outgoing)
+        except AmbiguousHandoffError as exc:
+            crashpoint("after_handoff")
+            log.error("ambiguous hand-off of %s/%s: %s", env.service, env.message_id, exc)
+            self._record_ambiguous(acc, owner, summary)
+            return
+        except PermanentDeliveryError as exc:
+            self._fail(acc, owner, summary, f"provider_refused: {exc}")
+            return
+        crashpoint("after_handoff")
+        state, events, suppressions = handoff_events(
+            env, result, reports_delivery=self.transport.reports_delivery,
+            at=self.clock(), suppress_for=self.suppress_for,
+        )
+        self._finish(env, owner, state, events, summary,
+                     provider_message_id=result.provider_message_id, suppressions=suppressions)
+        statuses = {o.status for o in result.outcomes}
+        if state is MessageState.SENT:
+            summary.delivered += 1
+        elif RecipientStatus.BOUNCED in statuses:
+            summary.bounced += 1
+        else:
+            summary.failed += 1
+        summary.bounced_recipients += len(suppressions)
+
+    def _fail(self, acc: _Accepted, owner: str, summary: BatchSummary, reason: str) -> None:
+        events = failure_events(acc.envelope, acc.recipients, reason, self.clock())
+        self._finish(acc.envelope, owner, MessageState.FAILED, events, summary)
+        summary.failed += 1
+
+    def _hand_back(
+        self, rest: Sequence[tuple[_Accepted, int]], owner: str, summary: BatchSummary,
+        exc: Exception,
+    ) -> None:
+        log.warning("provider unavailable (%s); %d message(s) handed back for a retry",
+                    exc, len(rest))
+        self.ledger.release(
+            [(a.envelope.service, a.envelope.message_id) for a, _ in rest], owner=owner
+        )
+        summary.deferred += len(rest)
+
+
+def flush_events(ledger: Ledger, warehouse: Warehouse, *, chunk: int = 5000) -> int:
+    """Move outbox events into the warehouse; safe to repeat (writes are idempotent)."""
+    written = 0
+    while batch := ledger.pending_events(chunk):
+        written += warehouse.write_events([event for _seq, event in batch])
+        crashpoint("after_flush")
+        ledger.ack_events([seq for seq, _event in batch])
+        if len(batch) < chunk:
+            break
+    return written
+
+
+@contextmanager
+def _timed(summary: BatchSummary, stage: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        summary.stage_seconds[stage] += time.perf_counter() - start

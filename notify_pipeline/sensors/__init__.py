@@ -1,0 +1,1 @@
+"""Sensors: they stage work and request runs; they never deliver anything themselves."""

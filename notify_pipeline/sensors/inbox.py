@@ -1,0 +1,81 @@
+"""`inbox_sensor`: stages waiting requests into batches and requests one run per batch.
+
+Run keys are `<batch id>.<attempt>`: the same batch in the same state always yields the same key,
+so Dagster launches it once; a batch whose run crashed (its lease owner is dead) or that handed
+messages back for a retry gets the next attempt number, and so a new run.
+"""
+
+
+import json
+
+import dagster as dg
+
+from notify_pipeline.events import utcnow
+from notify_pipeline.faults import crashpoint
+from notify_pipeline.inbox.base import Inbox
+from notify_pipeline.jobs import BATCH_TAG, deliver_batch
+from notify_pipeline.ledger.base import Ledger
+from notify_pipeline.resources import DeploymentResource, LocalInboxResource, SqliteLedgerResource
+
+MAX_BATCHES_PER_TICK = 20
+
+
+def stage_batches(inbox: Inbox, *, max_items: int, max_age_seconds: float) -> list[str]:
+    """Stage as many full (or old enough) batches as are waiting, up to a per-tick bound."""
+    staged: list[str] = []
+    while len(staged) < MAX_BATCHES_PER_TICK:
+        batch_id = inbox.stage(max_items=max_items, max_age_seconds=max_age_seconds, now=utcnow())
+        if batch_id is None:
+            break
+        staged.append(batch_id)
+        crashpoint("after_stage")
+    return staged
+
+
+def batch_run_requests(inbox: Inbox, ledger: Ledger) -> list[dg.RunRequest]:
+    """One run request per staged batch that no live run holds and whose retry delay passed."""
+    requests = []
+    now = utcnow()
+    for batch_id in inbox.batches():
+        status = ledger.batch_status(batch_id, now=now)
+        if status.ready:
+            requests.append(
+                dg.RunRequest(
+                    run_key=f"{batch_id}.{status.attempts}",
+                    run_config={"ops": {"deliver": {"config": {"batch_id": batch_id}}}},
+                    tags={BATCH_TAG: batch_id, "notify/attempt": str(status.attempts + 1)},
+                )
+            )
+    return requests
+
+
+@dg.sensor(
+    job=deliver_batch,
+    minimum_interval_seconds=2,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Batches requests waiting in the inbox and requests one delivery run per batch.",
+)
+def inbox_sensor(
+    context: dg.SensorEvaluationContext,
+    deployment: DeploymentResource,
+    inbox: LocalInboxResource,
+    ledger: SqliteLedgerResource,
+) -> dg.SensorResult | dg.SkipReason:
+    box = inbox.open()
+    staged = stage_batches(
+        box,
+        max_items=deployment.batch_max_size,
+        max_age_seconds=deployment.batch_max_age_seconds,
+    )
+    book = ledger.open()
+    try:
+        requests = batch_run_requests(box, book)
+    finally:
+        book.close()
+    cursor = json.loads(context.cursor) if context.cursor else {"staged_batches": 0}
+    cursor["staged_batches"] += len(staged)
+    if staged:
+        cursor["last_batch"] = staged[-1]
+    if not requests:
+        return dg.SkipReason(f"{box.waiting()} request(s) waiting; no batch ready to run")
+    return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor, sort_keys=True))

@@ -1,0 +1,1 @@
+"""Where events end up for analysts: DuckDB locally, BigQuery in production."""

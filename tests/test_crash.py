@@ -1,0 +1,98 @@
+"""Crash matrix: `notify process` is SIGKILLed at each named point, then run again.
+
+Whatever the point, every message ends delivered at most once, with exactly one terminal event per
+recipient. A crash before hand-off delivers after restart; a crash after hand-off never delivers
+again, and a message whose hand-off outcome was lost is recorded as ambiguous.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+
+import pytest
+
+TERMINAL = {"delivery", "bounce", "failure", "reject"}
+MESSAGES = [f"m{n}" for n in range(1, 6)]
+
+pytestmark = pytest.mark.crash
+
+
+def run_process(local, crash_at: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **local.env}
+    env.pop("NOTIFY_CRASH_AT", None)
+    if crash_at:
+        env["NOTIFY_CRASH_AT"] = crash_at
+    return subprocess.run([sys.executable, "-m", "notify_pipeline.cli", "process"], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def delivered_subjects(local) -> Counter[str]:
+    return Counter(
+        str(email.message_from_bytes(raw, policy=email.policy.default)["Subject"])
+        for raw in local.maildir()
+    )
+
+
+def terminal_events(local) -> Counter[tuple[str, str]]:
+    rows = local.events()
+    assert len({r["event_id"] for r in rows}) == len(rows), "events are stored once each"
+    return Counter((r["message_id"], r["recipient"]) for r in rows
+                   if r["event_type"] in TERMINAL)
+
+
+@pytest.mark.parametrize(
+    ("crash_at", "ambiguous"),
+    [
+        ("after_stage", set()),
+        ("after_claim", set()),
+        ("after_sign:2", set()),
+        ("after_handoff:2", {"m2"}),
+        ("after_record:2", set()),
+        ("after_flush", set()),
+    ],
+)
+def test_crash_then_restart_delivers_each_message_at_most_once(local, sink, crash_at, ambiguous):
+    for message_id in MESSAGES:
+        local.enqueue(local.request(id=message_id, subject=message_id))
+
+    crashed = run_process(local, crash_at)
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-2000:]
+    restarted = run_process(local)
+    assert restarted.returncode == 0, restarted.stderr[-2000:]
+
+    assert delivered_subjects(local) == Counter(MESSAGES), "each delivered exactly once"
+    assert terminal_events(local) == Counter({(m, "alice@example.org"): 1 for m in MESSAGES})
+    failures = local.events("event_type = 'failure'")
+    assert {r["message_id"] for r in failures} == ambiguous
+    assert all(r["reason"].startswith("ambiguous_handoff") for r in failures)
+    assert not any((local.home / "inbox").glob("*.json"))
+    assert not any((local.home / "batches").glob("*/*"))
+
+
+def test_crash_with_a_duplicate_enqueued_meanwhile(local, sink):
+    for message_id in MESSAGES:
+        local.enqueue(local.request(id=message_id, subject=message_id))
+    assert run_process(local, "after_sign:3").returncode == -signal.SIGKILL
+    local.enqueue(local.request(id="m3", subject="m3"))  # the client retries m3
+    assert run_process(local).returncode == 0
+    assert run_process(local).returncode == 0
+
+    assert delivered_subjects(local) == Counter(MESSAGES)
+    assert terminal_events(local) == Counter({(m, "alice@example.org"): 1 for m in MESSAGES})
+
+
+def test_two_crashes_in_a_row_still_converge(local, sink):
+    for message_id in MESSAGES:
+        local.enqueue(local.request(id=message_id, subject=message_id))
+    assert run_process(local, "after_record:1").returncode == -signal.SIGKILL
+    assert run_process(local, "after_handoff:2").returncode == -signal.SIGKILL
+    assert run_process(local).returncode == 0
+
+    assert delivered_subjects(local) == Counter(MESSAGES)
+    assert terminal_events(local) == Counter({(m, "alice@example.org"): 1 for m in MESSAGES})

@@ -13,13 +13,13 @@ from notify_pipeline.ledger.base import current_owner
 from notify_pipeline.pipeline import BatchSummary, Pipeline, flush_events
 from notify_pipeline.resources import (
     DeploymentResource,
-    DuckDBWarehouseResource,
-    LocalIdentityResource,
-    LocalInboxResource,
+    IdentityResource,
+    InboxResource,
+    LedgerResource,
     RegistryResource,
     SigningResource,
-    SmtpResource,
-    SqliteLedgerResource,
+    TransportResource,
+    WarehouseResource,
 )
 
 BATCH_TAG = "notify/batch"
@@ -35,11 +35,11 @@ def deliver(
     config: BatchConfig,
     deployment: DeploymentResource,
     registry: RegistryResource,
-    identity: LocalIdentityResource,
+    identity: IdentityResource,
     signing: SigningResource,
-    smtp: SmtpResource,
-    ledger: SqliteLedgerResource,
-    inbox: LocalInboxResource,
+    transport: TransportResource,
+    ledger: LedgerResource,
+    inbox: InboxResource,
 ) -> dg.Output[dict[str, Any]]:
     book = ledger.open()
     try:
@@ -49,7 +49,7 @@ def deliver(
             verifier=identity.verifier(),
             ledger=book,
             signer_for=signing.signer_for,
-            transport=smtp.transport(),
+            transport=transport.transport(),
             lease_seconds=deployment.claim_lease_seconds,
             retry_after_seconds=deployment.provider_retry_seconds,
             max_message_attempts=deployment.max_message_attempts,
@@ -72,8 +72,8 @@ def deliver(
 def record_events(
     context: dg.OpExecutionContext,
     summary: dict[str, Any],
-    ledger: SqliteLedgerResource,
-    warehouse: DuckDBWarehouseResource,
+    ledger: LedgerResource,
+    warehouse: WarehouseResource,
 ) -> dg.Output[int]:
     book = ledger.open()
     try:

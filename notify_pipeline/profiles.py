@@ -52,7 +52,7 @@ def _local(s: Settings) -> dict[str, Any]:
             clock_skew_seconds=s.token_clock_skew_seconds,
         ),
         "signing": SigningResource(keys_dir=str(home / "keys"), selector=s.dkim_selector),
-        "smtp": SmtpResource(
+        "transport": SmtpResource(
             host=s.smtp_host,
             port=s.smtp_port,
             timeout_seconds=s.smtp_timeout_seconds,

@@ -60,7 +60,14 @@ class RegistryResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         return self._registry
 
 
-class LocalIdentityResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+class IdentityResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+    """Builds the verifier for callers' ID tokens."""
+
+    def verifier(self) -> TokenVerifier:
+        raise NotImplementedError
+
+
+class LocalIdentityResource(IdentityResource):
     """Verifies ID tokens minted by the local profile's own RS256 issuer."""
 
     keys_dir: str
@@ -92,7 +99,14 @@ class SigningResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         return self._signers[domain]
 
 
-class SmtpResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+class TransportResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+    """Builds the transport that hands messages to the provider."""
+
+    def transport(self) -> Transport:
+        raise NotImplementedError
+
+
+class SmtpResource(TransportResource):
     """An SMTP relay: the local sink, a mailtrap inbox or an organisation's smarthost.
 
     The password is given as `EnvVar("NOTIFY_SMTP_PASSWORD")`, so Dagster shows the variable's
@@ -117,21 +131,42 @@ class SmtpResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         )
 
 
-class SqliteLedgerResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+class LedgerResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+    """Opens the delivery ledger; callers close what they open."""
+
+    def open(self) -> Ledger:
+        raise NotImplementedError
+
+
+class SqliteLedgerResource(LedgerResource):
     path: str
 
     def open(self) -> Ledger:
         return SqliteLedger(Path(self.path))
 
 
-class DuckDBWarehouseResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+class WarehouseResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+    """Opens the events warehouse."""
+
+    def open(self) -> Warehouse:
+        raise NotImplementedError
+
+
+class DuckDBWarehouseResource(WarehouseResource):
     path: str
 
     def open(self) -> Warehouse:
         return DuckDBWarehouse(Path(self.path))
 
 
-class LocalInboxResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+class InboxResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+    """Opens the inbox requests arrive in."""
+
+    def open(self) -> Inbox:
+        raise NotImplementedError
+
+
+class LocalInboxResource(InboxResource):
     home: str
 
     def open(self) -> Inbox:

@@ -23,7 +23,8 @@ def test_definitions_graph_snapshot(local):
     job = defs.resolve_job_def("deliver_batch")
     assert [n.name for n in job.nodes_in_topological_order] == ["deliver", "record_events"]
     assert sorted(resources_for(local.settings)) == [
-        "deployment", "identity", "inbox", "ledger", "registry", "signing", "smtp", "warehouse",
+        "deployment", "identity", "inbox", "ledger", "registry", "signing", "transport",
+        "warehouse",
     ]
 
 

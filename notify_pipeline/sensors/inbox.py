@@ -15,7 +15,7 @@ from notify_pipeline.faults import crashpoint
 from notify_pipeline.inbox.base import Inbox
 from notify_pipeline.jobs import BATCH_TAG, deliver_batch
 from notify_pipeline.ledger.base import Ledger
-from notify_pipeline.resources import DeploymentResource, LocalInboxResource, SqliteLedgerResource
+from notify_pipeline.resources import DeploymentResource, InboxResource, LedgerResource
 
 MAX_BATCHES_PER_TICK = 20
 
@@ -58,8 +58,8 @@ def batch_run_requests(inbox: Inbox, ledger: Ledger) -> list[dg.RunRequest]:
 def inbox_sensor(
     context: dg.SensorEvaluationContext,
     deployment: DeploymentResource,
-    inbox: LocalInboxResource,
-    ledger: SqliteLedgerResource,
+    inbox: InboxResource,
+    ledger: LedgerResource,
 ) -> dg.SensorResult | dg.SkipReason:
     box = inbox.open()
     staged = stage_batches(

@@ -187,3 +187,23 @@ def test_batch_held_by_a_dead_run_is_ready(ledger):
     now = utcnow()
     ledger.acquire_batch("b1", owner=dead_owner(), lease_seconds=LEASE, now=now)
     assert ledger.batch_status("b1", now=now).ready
+
+
+def _final(kind: EventType, event_id: str, recipient: str = "a@example.org") -> Event:
+    return Event(event_id=event_id, service="svc", message_id="m1", event_type=kind,
+                 recipient=recipient, occurred_at=utcnow())
+
+
+def test_first_final_status_wins_and_later_events_are_still_queued(ledger):
+    ledger.add_events([_final(EventType.SEND, "s1"), _final(EventType.BOUNCE, "b1")])
+    ledger.add_events([_final(EventType.DELIVERY, "d1"), _final(EventType.COMPLAINT, "c1")])
+    assert ledger.final_status("svc", "m1", "A@example.org") == "bounce"
+    assert [e.event_id for _, e in ledger.pending_events(10)] == ["s1", "b1", "d1", "c1"]
+    assert ledger.final_status("svc", "m1", "other@example.org") is None
+
+
+def test_add_events_writes_suppressions_in_the_same_transaction(ledger):
+    expiry = utcnow() + timedelta(days=1)
+    ledger.add_events([_final(EventType.COMPLAINT, "c1")],
+                      [Suppression("a@example.org", "complaint", "c1", expiry)])
+    assert ledger.suppressed(["a@example.org"], now=utcnow()) == {"a@example.org"}

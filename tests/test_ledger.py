@@ -1,13 +1,18 @@
-"""The SQLite ledger: atomic claims, hand-off compare-and-set, outbox, suppression, batch leases."""
+"""Both ledgers, same behaviour: atomic claims, hand-off compare-and-set, outbox, suppression,
+batch leases. Every behavioural test runs against SQLite and a real Postgres server."""
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
+import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from notify_pipeline.events import Event, EventType, utcnow
 from notify_pipeline.ledger import (
@@ -18,16 +23,40 @@ from notify_pipeline.ledger import (
     current_owner,
     owner_is_dead,
 )
+from notify_pipeline.ledger.postgres import PostgresLedger
 from notify_pipeline.ledger.sqlite import SqliteLedger
+
+pytest_plugins = ["tests.emulators.postgres"]
 
 LEASE = 300.0
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def open_ledger(request, tmp_path):
+    """Opens another ledger (its own connection) on this test's store; closes them all after."""
+    if request.param == "sqlite":
+        def make():
+            return SqliteLedger(tmp_path / "ledger.sqlite3")
+    else:
+        dsn, schema = request.getfixturevalue("postgres_dsn"), request.getfixturevalue(
+            "postgres_schema")
+
+        def make():
+            return PostgresLedger(dsn, schema=schema)
+    opened = []
+
+    def open_one():
+        opened.append(make())
+        return opened[-1]
+
+    yield open_one
+    for book in opened:
+        book.close()
+
+
 @pytest.fixture
-def ledger(tmp_path):
-    book = SqliteLedger(tmp_path / "ledger.sqlite3")
-    yield book
-    book.close()
+def ledger(open_ledger):
+    return open_ledger()
 
 
 def _event(event_id: str) -> Event:
@@ -151,9 +180,8 @@ def test_release_hands_a_claim_back_for_immediate_retry(ledger):
     assert result.status is ClaimStatus.CLAIMED
 
 
-def test_concurrent_claims_from_two_connections_have_one_winner(tmp_path):
-    path = tmp_path / "ledger.sqlite3"
-    books = [SqliteLedger(path) for _ in range(8)]
+def test_concurrent_claims_from_two_connections_have_one_winner(open_ledger):
+    books = [open_ledger() for _ in range(8)]
     results: list[ClaimStatus] = []
     barrier = threading.Barrier(len(books))
 
@@ -207,3 +235,84 @@ def test_add_events_writes_suppressions_in_the_same_transaction(ledger):
     ledger.add_events([_final(EventType.COMPLAINT, "c1")],
                       [Suppression("a@example.org", "complaint", "c1", expiry)])
     assert ledger.suppressed(["a@example.org"], now=utcnow()) == {"a@example.org"}
+
+
+def test_concurrent_take_over_of_an_expired_claim_has_one_winner(open_ledger):
+    books = [open_ledger() for _ in range(8)]
+    books[0].claim([Claim("svc", "m1", "item-0")], owner="other-host|1|1|r", lease_seconds=1,
+                   now=utcnow() - timedelta(seconds=10))
+    barrier = threading.Barrier(len(books))
+
+    def take_over(n):
+        barrier.wait()
+        return _claim(books[n], current_owner(f"run{n}"), key=f"item-{n}").status
+
+    with ThreadPoolExecutor(len(books)) as pool:
+        results = list(pool.map(take_over, range(len(books))))
+    assert results.count(ClaimStatus.CLAIMED) == 1
+    assert results.count(ClaimStatus.DUPLICATE) == len(books) - 1
+
+
+def test_overlapping_batches_claimed_concurrently_in_any_order_claim_each_message_once(
+        open_ledger):
+    """Batches lock in key order whatever their input order, so none deadlocks or double-claims."""
+    books = [open_ledger() for _ in range(6)]
+    keys = [f"m{i:02d}" for i in range(30)]
+    barrier = threading.Barrier(len(books))
+
+    def claim_all(n):
+        order = random.Random(n).sample(keys, len(keys))
+        barrier.wait()
+        results = books[n].claim([Claim("svc", k, f"item-{n}") for k in order],
+                                 owner=current_owner(f"run{n}"), lease_seconds=LEASE, now=utcnow())
+        return [k for k, r in zip(order, results, strict=True) if r.status is ClaimStatus.CLAIMED]
+
+    with ThreadPoolExecutor(len(books)) as pool:
+        won = [k for keys_won in pool.map(claim_all, range(len(books))) for k in keys_won]
+    assert sorted(won) == keys
+
+
+# Postgres only: what a shared server adds.
+
+def test_postgres_schema_creation_is_safe_for_daemons_starting_together(postgres_dsn,
+                                                                        postgres_schema):
+    with ThreadPoolExecutor(4) as pool:
+        books = list(pool.map(lambda _: PostgresLedger(postgres_dsn, schema=postgres_schema),
+                              range(4)))
+    try:
+        _claim(books[0], "A")
+        assert books[3].state_of("svc", "m1") is MessageState.CLAIMED
+    finally:
+        for book in books:
+            book.close()
+
+
+def test_postgres_password_is_never_shown(postgres_dsn, postgres_schema):
+    password = conninfo_to_dict(postgres_dsn)["password"]
+    book = PostgresLedger(postgres_dsn, schema=postgres_schema)
+    book.close()
+    assert "password" not in repr(book) and password not in repr(book)
+    closed_port = make_conninfo(postgres_dsn, port=1)
+    with pytest.raises(psycopg.OperationalError) as failure:
+        PostgresLedger(closed_port, schema=postgres_schema, connect_timeout_seconds=2)
+    assert password not in str(failure.value)
+
+
+def test_postgres_refuses_a_schema_name_that_needs_quoting(postgres_dsn):
+    with pytest.raises(ValueError, match="schema"):
+        PostgresLedger(postgres_dsn, schema='x"; DROP SCHEMA public; --')
+
+
+def test_postgres_call_after_a_dropped_connection_fails_once_then_reconnects(postgres_dsn,
+                                                                             postgres_schema):
+    book = PostgresLedger(postgres_dsn, schema=postgres_schema)
+    try:
+        _claim(book, "A")
+        with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                          " WHERE application_name = 'notify_pipeline-ledger'")
+        with pytest.raises(psycopg.OperationalError):
+            book.state_of("svc", "m1")
+        assert book.state_of("svc", "m1") is MessageState.CLAIMED
+    finally:
+        book.close()

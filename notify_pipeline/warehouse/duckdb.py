@@ -6,7 +6,6 @@ promptly, and waits (bounded) when an analyst or another run holds the file.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import pandas as pd
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_random_exponential
 
 from notify_pipeline.events import EVENT_COLUMNS, Event, utcnow
-from notify_pipeline.warehouse.base import Warehouse
+from notify_pipeline.warehouse.base import Warehouse, service_table
 
 SCHEMA = "notify_events"
 DDL = f"""
@@ -41,13 +40,6 @@ CREATE TABLE IF NOT EXISTS {SCHEMA}.events (
 
 def _is_lock_conflict(exc: BaseException) -> bool:
     return isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower()
-
-
-def service_table(service_id: str) -> str:
-    """The analyst-facing per-service table name (DESIGN.md: `events_<id with - as _>`)."""
-    if not re.fullmatch(r"[a-z0-9-]+", service_id):
-        raise ValueError(f"not a service id: {service_id!r}")
-    return "events_" + service_id.replace("-", "_")
 
 
 class DuckDBWarehouse(Warehouse):

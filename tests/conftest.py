@@ -19,6 +19,15 @@ from notify_pipeline.settings import Settings
 from notify_pipeline.sink import MaildirSink
 from tests.helpers import PROD_ACCOUNT, REGISTRY, request_dict
 
+# Emulators for the gcp profile, each started once per test session (per xdist worker).
+pytest_plugins = [
+    "tests.emulators.bigquery",
+    "tests.emulators.gcs",
+    "tests.emulators.moto",
+    "tests.emulators.postgres",
+    "tests.emulators.pubsub",
+]
+
 
 def free_port() -> int:
     with socket.socket() as sock:

@@ -40,7 +40,6 @@ from tests.conftest import LocalDeployment
 if TYPE_CHECKING:  # imported at run time by pytest_plugins, so that pytest rewrites its asserts
     from tests.emulators.gcs import GcsEmulator
 
-pytest_plugins = ["tests.emulators.gcs"]  # gcs_emulator
 
 MAX_BYTES = 10 * 1024 * 1024
 LIMITS = CallLimits(timeout_seconds=10.0, retry_seconds=10.0)

@@ -31,7 +31,6 @@ if TYPE_CHECKING:  # imported at run time by pytest_plugins, so that pytest rewr
     from tests.emulators.gcs import GcsEmulator
     from tests.emulators.pubsub import PubSubEmulator
 
-pytest_plugins = ["tests.emulators.gcs", "tests.emulators.pubsub"]  # the emulator fixtures
 
 ACK_DEADLINE = 10  # the subscription's; every give-back below must beat it by far
 

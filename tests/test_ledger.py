@@ -26,8 +26,6 @@ from notify_pipeline.ledger import (
 from notify_pipeline.ledger.postgres import PostgresLedger
 from notify_pipeline.ledger.sqlite import SqliteLedger
 
-pytest_plugins = ["tests.emulators.postgres"]
-
 LEASE = 300.0
 
 

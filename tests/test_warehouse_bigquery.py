@@ -20,8 +20,6 @@ from notify_pipeline.events import BounceType, Event, EventType, utcnow
 from notify_pipeline.warehouse.bigquery import BigQueryWarehouse
 from notify_pipeline.warehouse.bigquery_resource import EmulatorAwareBigQueryResource
 
-pytest_plugins = ["tests.emulators.bigquery"]
-
 SHORT = {"timeout_seconds": 10.0, "retry_seconds": 10.0}
 QUICK = Retry(timeout=10)
 

@@ -1,0 +1,1 @@
+"""Provider event notifications (SES via SNS): verified, normalised to event rows, recorded."""

@@ -1,0 +1,350 @@
+"""SesTransport against moto's SES v2, and against a scripted HTTP peer in front of moto.
+
+The peer answers the next send requests as scripted (429, throttling, 5xx, account errors, a lost
+reply, a hang) and relays everything else to moto: botocore really parses each answer, so the
+error classification is tested on the wire, not on mocks of boto3.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from notify_pipeline import mime
+from notify_pipeline.delivery.base import OutgoingMessage, RecipientStatus
+from notify_pipeline.delivery.ses import (
+    SendRateLimiter,
+    SesTransport,
+    decode_tag_value,
+    encode_tag_value,
+)
+from notify_pipeline.errors import (
+    AmbiguousHandoffError,
+    PermanentDeliveryError,
+    RetryableDeliveryError,
+)
+from notify_pipeline.message import Envelope
+from notify_pipeline.signing import DkimKeyStore, DkimSigner, verify
+from tests.conftest import free_port
+from tests.emulators.moto import REGION, MotoServer
+
+DOMAIN = "notify.example.org"
+SENDER = f"lookup@{DOMAIN}"
+SECRET = "wJalrXUtnFEMI-not-a-real-secret-K7MDENG"
+
+# Scripted answers: HTTP status and SES error code (x-amzn-ErrorType), as SES v2 sends them.
+ANSWERS = {
+    "429": (429, "TooManyRequestsException"),
+    "throttling": (400, "Throttling"),
+    "limit": (400, "LimitExceededException"),
+    "500": (500, "InternalFailure"),
+    "suspended": (400, "AccountSuspendedException"),
+    "paused": (400, "SendingPausedException"),
+    "no-config-set": (404, "NotFoundException"),
+    "denied": (403, "AccessDeniedException"),
+    "bad-request": (400, "BadRequestException"),
+    "rejected": (400, "MessageRejected"),
+    "mail-from": (400, "MailFromDomainNotVerifiedException"),
+}
+
+
+class ScriptedPeer:
+    """An HTTP peer in front of moto: the next send requests get the scripted answers."""
+
+    def __init__(self, upstream: str, script: list[str]) -> None:
+        self.script = deque(script)
+        self.sends: list[dict[str, Any]] = []  # the JSON body of every send request seen
+        peer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.path.endswith("/outbound-emails"):
+                    peer.sends.append(json.loads(body))
+                    if peer.script:
+                        peer.answer(self, peer.script.popleft())
+                        return
+                peer.relay(self, upstream, body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
+
+    def answer(self, handler: BaseHTTPRequestHandler, action: str) -> None:
+        if action in ("reset", "hang"):
+            if action == "hang":
+                time.sleep(1.0)  # past the client's read timeout
+            handler.close_connection = True
+            handler.connection.close()  # the request arrived; no reply ever leaves
+            return
+        status, code = ANSWERS[action]
+        body = json.dumps({"message": f"scripted {code}"}).encode()
+        handler.send_response(status)
+        handler.send_header("x-amzn-ErrorType", code)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    @staticmethod
+    def relay(handler: BaseHTTPRequestHandler, upstream: str, body: bytes) -> None:
+        target = urlsplit(upstream)
+        conn = http.client.HTTPConnection(target.hostname or "", target.port, timeout=10)
+        conn.request("POST", handler.path, body, dict(handler.headers))
+        response = conn.getresponse()
+        data = response.read()
+        handler.send_response(response.status)
+        for name, value in response.getheaders():
+            if name.lower() not in ("content-length", "transfer-encoding", "connection",
+                                    "date", "server"):
+                handler.send_header(name, value)
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+        conn.close()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def ses(aws_env: MotoServer, monkeypatch: pytest.MonkeyPatch) -> MotoServer:
+    """moto with the sending domain verified, and a recognisable secret in the environment."""
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    aws_env.client("sesv2").create_email_identity(EmailIdentity=DOMAIN)
+    return aws_env
+
+
+@pytest.fixture
+def peer(ses: MotoServer) -> Iterator[Any]:
+    peers: list[ScriptedPeer] = []
+
+    def start(*script: str) -> ScriptedPeer:
+        peers.append(ScriptedPeer(ses.endpoint, list(script)))
+        return peers[-1]
+
+    yield start
+    for p in peers:
+        p.close()
+
+
+def transport(endpoint: str | None = None, **options: Any) -> SesTransport:
+    options.setdefault("configuration_set", None)
+    options.setdefault("max_send_rate", 1000.0)
+    options.setdefault("backoff_seconds", 0.01)
+    return SesTransport.from_config(region=REGION, endpoint_url=endpoint, connect_timeout=0.5,
+                                    read_timeout=0.5, **options)
+
+
+def message(*recipients: str, message_id: str = "msg-1", data: bytes | None = None):
+    data = data or (f"From: {SENDER}\r\nTo: {recipients[0]}\r\nSubject: Hi\r\n\r\nHello\r\n"
+                    .encode())
+    return OutgoingMessage("lookup-notices", message_id, SENDER, recipients, data)
+
+
+def test_send_hands_over_every_envelope_recipient_and_the_dkim_signed_bytes(
+    ses: MotoServer, tmp_path: Path
+) -> None:
+    envelope = Envelope(service="lookup-notices", message_id="order.42:a_b",
+                        from_display="Lookup", from_address=SENDER, to=("to@example.net",),
+                        cc=("cc@example.net",), bcc=("hidden@example.net",), subject="Hello",
+                        text="Hi there")
+    key = DkimKeyStore(tmp_path / "keys", "notify1").key_for(DOMAIN)
+    raw = mime.render(envelope, date=datetime.now(UTC), message_id_header="<a@notify>")
+    signed = DkimSigner(key).sign(raw)
+
+    with transport(configuration_set="notify-main") as t:
+        result = t.send(message(*envelope.recipients, message_id=envelope.message_id,
+                                data=signed))
+
+    assert [o.status for o in result.outcomes] == [RecipientStatus.ACCEPTED] * 3
+    [sent] = ses.sent_raw_messages()
+    assert result.provider_message_id == sent["id"]
+    assert "hidden@example.net" in sent["destinations"]  # Bcc: only in the envelope
+    assert "hidden@example.net" not in sent["raw_data"]
+    stored = sent["raw_data"].encode()
+    assert stored.startswith(b"DKIM-Signature:")
+    records = {f"notify1._domainkey.{DOMAIN}": f"v=DKIM1; k=rsa; p={key.public_key_b64()}"}
+    assert verify(stored, records)  # the signature survived SES byte for byte
+
+
+def test_request_carries_recipients_configuration_set_and_reversible_tags(peer) -> None:
+    p = peer()
+    with transport(p.url, configuration_set="notify-main") as t:
+        t.send(message("a@example.net", "b@example.net", "a@example.net",
+                       message_id="order.42:a_b"))
+    [request] = p.sends
+    assert request["Destination"] == {"ToAddresses": ["a@example.net", "b@example.net"]}
+    assert request["ConfigurationSetName"] == "notify-main"
+    tags = {tag["Name"]: tag["Value"] for tag in request["EmailTags"]}
+    assert tags == {"service": "lookup-notices", "message_id": "order_d42_ca__b"}
+    assert decode_tag_value(tags["message_id"]) == "order.42:a_b"
+
+
+def test_a_service_with_its_own_configuration_set_uses_it(peer) -> None:
+    p = peer()
+    pools = {"lookup-notices": "notify-dedicated-pool"}
+    with transport(p.url, configuration_set="notify-main", service_configuration_sets=pools) as t:
+        t.send(message("a@example.net"))
+        t.send(OutgoingMessage("other", "m", SENDER, ("a@example.net",), b"Subject: x\r\n\r\nx"))
+    assert [r["ConfigurationSetName"] for r in p.sends] == ["notify-dedicated-pool",
+                                                           "notify-main"]
+
+
+def test_unverified_sender_is_a_permanent_failure(ses: MotoServer) -> None:
+    stranger = OutgoingMessage("lookup-notices", "m", "x@unverified.example", ("a@example.net",),
+                               b"From: x@unverified.example\r\n\r\nHi\r\n")
+    with transport() as t, pytest.raises(PermanentDeliveryError, match="MessageRejected"):
+        t.send(stranger)
+    assert ses.sent_raw_messages() == []
+
+
+def test_throttling_is_retried_with_backoff_until_ses_accepts(ses: MotoServer, peer) -> None:
+    p = peer("429", "throttling", "limit", "500")
+    with transport(p.url, max_attempts=5) as t:
+        result = t.send(message("a@example.net"))
+    assert len(p.sends) == 5
+    assert [m["id"] for m in ses.sent_raw_messages()] == [result.provider_message_id]
+
+
+def test_throttling_gives_up_after_the_bounded_attempts(ses: MotoServer, peer) -> None:
+    p = peer(*["429"] * 10)
+    with transport(p.url, max_attempts=3) as t, pytest.raises(RetryableDeliveryError,
+                                                              match="after 3 attempt"):
+        t.send(message("a@example.net"))
+    assert len(p.sends) == 3
+    assert ses.sent_raw_messages() == []
+
+
+@pytest.mark.parametrize(
+    ("action", "error"),
+    [
+        ("bad-request", PermanentDeliveryError),
+        ("rejected", PermanentDeliveryError),
+        ("mail-from", PermanentDeliveryError),
+        ("suspended", RetryableDeliveryError),
+        ("paused", RetryableDeliveryError),
+        ("no-config-set", RetryableDeliveryError),
+        ("denied", RetryableDeliveryError),
+        ("reset", AmbiguousHandoffError),
+        ("hang", AmbiguousHandoffError),
+    ],
+)
+def test_errors_that_retrying_now_cannot_fix_are_raised_after_one_request(
+    peer, action: str, error: type[Exception], caplog: pytest.LogCaptureFixture
+) -> None:
+    p = peer(action)
+    with transport(p.url) as t, pytest.raises(error) as raised:
+        t.send(message("a@example.net"))
+    assert len(p.sends) == 1  # never retried: pointless, or it might deliver twice
+    assert SECRET not in str(raised.value) and SECRET not in caplog.text
+
+
+def test_unreachable_endpoint_is_retried_then_retryable(ses: MotoServer) -> None:
+    closed = f"http://127.0.0.1:{free_port()}"
+    with transport(closed, max_attempts=3) as t, pytest.raises(
+        RetryableDeliveryError, match=r"EndpointConnectionError.*after 3 attempt"
+    ) as raised:
+        t.send(message("a@example.net"))
+    assert SECRET not in str(raised.value)
+
+
+def test_missing_credentials_hand_the_batch_back_without_retrying(
+    ses: MotoServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with transport() as t, pytest.raises(RetryableDeliveryError,
+                                         match=r"NoCredentialsError.*after 1 attempt"):
+        t.send(message("a@example.net"))
+
+
+def test_send_rate_holds_a_burst_back(ses: MotoServer) -> None:
+    """20 recipients a second with a bucket of 20: 30 one-recipient sends need >= 0.5 s."""
+    start = time.monotonic()
+    with transport(max_send_rate=20.0) as t:
+        for n in range(30):
+            t.send(message(f"r{n}@example.net", message_id=f"m{n}"))
+    assert time.monotonic() - start >= 0.45
+    assert len(ses.sent_raw_messages()) == 30
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_limiter_charges_one_token_per_recipient() -> None:
+    clock = FakeClock()
+    limiter = SendRateLimiter(10, clock=clock, sleep=clock.sleep)
+    for _ in range(5):
+        limiter.acquire(2)  # the full bucket of 10 pays for these
+    assert clock.slept == []
+    limiter.acquire(3)
+    assert clock.slept == [pytest.approx(0.3)]
+
+
+def test_limiter_refills_with_time_but_never_above_the_burst() -> None:
+    clock = FakeClock()
+    limiter = SendRateLimiter(10, burst=5, clock=clock, sleep=clock.sleep)
+    limiter.acquire(5)
+    clock.now += 60  # idle for a minute: still only 5 tokens
+    limiter.acquire(5)
+    limiter.acquire(1)
+    assert clock.slept == [pytest.approx(0.1)]
+
+
+def test_limiter_lets_a_message_larger_than_the_burst_through_and_pays_it_back() -> None:
+    clock = FakeClock()
+    limiter = SendRateLimiter(10, clock=clock, sleep=clock.sleep)
+    limiter.acquire(50)  # a full bucket, then 40 tokens in debt
+    limiter.acquire(1)
+    assert sum(clock.slept) == pytest.approx(4.1)
+
+
+@pytest.mark.parametrize(
+    "value", ["msg-1", "a_b", "__", "order.42:x", "A" * 128, ".:_" * 42, "-", "a._.:"]
+)
+def test_tag_encoding_round_trips_within_the_ses_alphabet(value: str) -> None:
+    encoded = encode_tag_value(value)
+    assert all(c.isascii() and (c.isalnum() or c in "_-") for c in encoded)
+    assert len(encoded) <= 256
+    assert decode_tag_value(encoded) == value
+
+
+@pytest.mark.parametrize("value", ["a/b", "é", "a b"])
+def test_tag_encoding_refuses_what_no_request_id_holds(value: str) -> None:
+    with pytest.raises(ValueError, match="outside"):
+        encode_tag_value(value)
+
+
+@pytest.mark.parametrize("tag", ["a_", "a_x", "a.b", "_"])
+def test_tag_decoding_refuses_what_encoding_cannot_produce(tag: str) -> None:
+    with pytest.raises(ValueError, match="not an encoded"):
+        decode_tag_value(tag)

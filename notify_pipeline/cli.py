@@ -224,44 +224,41 @@ def _listening(host: str, port: int) -> bool:
 
 
 def process_once(settings: Settings, *, max_rounds: int = 1000) -> dict[str, Any]:
-    """Evaluate the inbox sensor and run every batch it asks for to completion, in process."""
+    """One pass over every configured source: evaluate each sensor of the profile and run every
+    run it asks for to completion, in process, until it asks for nothing new."""
     import dagster as dg
 
     from notify_pipeline.definitions import build_definitions
-    from notify_pipeline.ledger.sqlite import SqliteLedger
-    from notify_pipeline.pipeline import flush_events
     from notify_pipeline.profiles import resources_for
-    from notify_pipeline.sensors.inbox import inbox_sensor
-    from notify_pipeline.warehouse.duckdb import DuckDBWarehouse
 
     drain = settings.model_copy(update={"batch_max_age_seconds": 0.0})
     defs = build_definitions(drain)
-    job = defs.resolve_job_def("deliver_batch")
+    resources = resources_for(drain)
     totals: Counter[str] = Counter()
     rejected: Counter[str] = Counter()
-    seen: set[str] = set()
-    with _instance() as inst:
-        for _round in range(max_rounds):
-            context = dg.build_sensor_context(instance=inst, resources=resources_for(drain))
-            result = inbox_sensor(context)
-            requests = result.run_requests if isinstance(result, dg.SensorResult) else None
-            fresh = [r for r in requests or [] if r.run_key not in seen]
-            if not fresh:
-                break
-            for request in fresh:
-                seen.add(str(request.run_key))
-                outcome = job.execute_in_process(
-                    run_config=request.run_config, instance=inst, tags=request.tags
-                )
-                summary = outcome.output_for_node("deliver")
-                totals.update({k: v for k, v in summary.items() if isinstance(v, int)})
-                rejected.update(summary["rejected"])
-                totals["batches"] += 1
-    ledger = SqliteLedger(settings.ledger_path)
-    try:
-        late = flush_events(ledger, DuckDBWarehouse(settings.warehouse_path))
-    finally:
-        ledger.close()
+    with _instance() as instance:
+        for sensor in defs.sensors or []:
+            job = defs.resolve_job_def(str(sensor.job_name))
+            cursor: str | None = None
+            seen: set[str] = set()
+            for _round in range(max_rounds):
+                with dg.build_sensor_context(
+                    instance=instance, resources=resources, cursor=cursor
+                ) as context:
+                    result = sensor(context)
+                if not isinstance(result, dg.SensorResult):
+                    break
+                cursor = result.cursor or cursor
+                fresh = [r for r in result.run_requests or [] if r.run_key not in seen]
+                if not fresh:
+                    break
+                for request in fresh:
+                    seen.add(str(request.run_key))
+                    outcome = job.execute_in_process(
+                        run_config=request.run_config, instance=instance, tags=request.tags
+                    )
+                    _tally(outcome, totals, rejected)
+    totals["events"] += _flush_leftovers(drain)
     return {
         "batches": totals["batches"],
         "requests": totals["requests"],
@@ -272,8 +269,36 @@ def process_once(settings: Settings, *, max_rounds: int = 1000) -> dict[str, Any
         "ambiguous": totals["ambiguous"],
         "duplicates": totals["duplicates"],
         "deferred": totals["deferred"],
-        "events": totals["events"] + late,
+        "events": totals["events"],
     }
+
+
+def _tally(outcome: Any, totals: Counter[str], rejected: Counter[str]) -> None:
+    """Add one run's outputs; `events` counts events written to the warehouse."""
+    if outcome.dagster_run.job_name == "deliver_batch":
+        summary = outcome.output_for_node("deliver")
+        totals.update({k: v for k, v in summary.items() if isinstance(v, int) and k != "events"})
+        rejected.update(summary["rejected"])
+        totals["batches"] += 1
+        totals["events"] += outcome.output_for_node("record_events")
+    elif outcome.dagster_run.job_name == "record_provider_events":
+        totals["events"] += outcome.output_for_node("flush_outbox")
+
+
+def _flush_leftovers(settings: Settings) -> int:
+    """Write any events still in the outbox (e.g. from a run that stopped after delivering)."""
+    import dagster as dg
+
+    from notify_pipeline.pipeline import flush_events
+    from notify_pipeline.profiles import resources_for
+
+    wanted = {k: v for k, v in resources_for(settings).items() if k in ("ledger", "warehouse")}
+    with dg.build_resources(wanted) as built:
+        ledger = built.ledger.open()
+        try:
+            return flush_events(ledger, built.warehouse.open())
+        finally:
+            ledger.close()
 
 
 def _instance() -> Any:

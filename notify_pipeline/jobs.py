@@ -75,6 +75,19 @@ def record_events(
     ledger: LedgerResource,
     warehouse: WarehouseResource,
 ) -> dg.Output[int]:
+    return _flush(context, ledger, warehouse)
+
+
+@dg.op(description="Copy provider events waiting in the ledger outbox into the warehouse.")
+def flush_outbox(
+    context: dg.OpExecutionContext, ledger: LedgerResource, warehouse: WarehouseResource
+) -> dg.Output[int]:
+    return _flush(context, ledger, warehouse)
+
+
+def _flush(
+    context: dg.OpExecutionContext, ledger: LedgerResource, warehouse: WarehouseResource
+) -> dg.Output[int]:
     book = ledger.open()
     try:
         written = flush_events(book, warehouse.open())
@@ -119,3 +132,13 @@ def _tag_run(context: dg.OpExecutionContext, summary: BatchSummary) -> None:
 )
 def deliver_batch() -> None:
     record_events(deliver())
+
+
+@dg.job(
+    description="Write provider events (delivery, bounce, complaint...) from the ledger outbox"
+    " into the warehouse.",
+    executor_def=dg.in_process_executor,
+    tags={"notify/kind": "events"},
+)
+def record_provider_events() -> None:
+    flush_outbox()

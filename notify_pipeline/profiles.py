@@ -8,29 +8,35 @@ import dagster as dg
 
 from notify_pipeline.errors import ConfigError
 from notify_pipeline.resources import (
+    BigQueryWarehouseResource,
     DeploymentResource,
     DuckDBWarehouseResource,
+    GcsInboxResource,
+    GoogleIdentityResource,
+    InboxResource,
     LocalIdentityResource,
     LocalInboxResource,
+    PostgresLedgerResource,
+    ProviderEventsResource,
+    PubSubInboxResource,
     RegistryResource,
+    SesResource,
     SigningResource,
     SmtpResource,
     SqliteLedgerResource,
 )
-from notify_pipeline.settings import Profile, Settings
+from notify_pipeline.settings import InboxKind, Profile, Settings, TransportKind
+from notify_pipeline.warehouse.bigquery_resource import EmulatorAwareBigQueryResource
 
 
 def resources_for(settings: Settings) -> dict[str, Any]:
     """Resources keyed by the names the jobs and sensors ask for."""
     if settings.profile is Profile.LOCAL:
         return _local(settings)
-    raise ConfigError(
-        "NOTIFY_PROFILE",
-        f"the {settings.profile.value!r} profile is not available in this release; use 'local'",
-    )
+    return _gcp(settings)
 
 
-def _local(s: Settings) -> dict[str, Any]:
+def _common(s: Settings) -> dict[str, Any]:
     home = s.home.resolve()
     return {
         "deployment": DeploymentResource(
@@ -45,22 +51,109 @@ def _local(s: Settings) -> dict[str, Any]:
             max_request_bytes=s.max_request_bytes,
         ),
         "registry": RegistryResource(path=str(s.registry.resolve())),
+        "signing": SigningResource(keys_dir=str(home / "keys"), selector=s.dkim_selector),
+    }
+
+
+def _local(s: Settings) -> dict[str, Any]:
+    home = s.home.resolve()
+    return {
+        **_common(s),
         "identity": LocalIdentityResource(
             keys_dir=str(home / "keys"),
             issuer=s.local_issuer,
             audience=s.deployment_audience,
             clock_skew_seconds=s.token_clock_skew_seconds,
         ),
-        "signing": SigningResource(keys_dir=str(home / "keys"), selector=s.dkim_selector),
-        "transport": SmtpResource(
-            host=s.smtp_host,
-            port=s.smtp_port,
-            timeout_seconds=s.smtp_timeout_seconds,
-            starttls=s.smtp_starttls,
-            username=s.smtp_username,
-            password=dg.EnvVar("NOTIFY_SMTP_PASSWORD") if s.smtp_password else "",
-        ),
+        "transport": _smtp(s),
         "ledger": SqliteLedgerResource(path=str(home / "ledger.sqlite3")),
         "warehouse": DuckDBWarehouseResource(path=str(home / "warehouse.duckdb")),
         "inbox": LocalInboxResource(home=str(home)),
     }
+
+
+def _smtp(s: Settings) -> SmtpResource:
+    return SmtpResource(
+        host=s.smtp_host,
+        port=s.smtp_port,
+        timeout_seconds=s.smtp_timeout_seconds,
+        starttls=s.smtp_starttls,
+        username=s.smtp_username,
+        password=dg.EnvVar("NOTIFY_SMTP_PASSWORD") if s.smtp_password else "",
+    )
+
+
+def _gcp(s: Settings) -> dict[str, Any]:
+    """Production: GCS or Pub/Sub inbox, Google ID tokens, SES or SMTP, Postgres, BigQuery."""
+    project = _required(s.gcp_project, "NOTIFY_GCP_PROJECT")
+    _required(s.ledger_dsn.get_secret_value(), "NOTIFY_LEDGER_DSN")
+    resources: dict[str, Any] = {
+        **_common(s),
+        "identity": GoogleIdentityResource(
+            certs_url=s.token_certs_url,
+            issuers=list(s.token_issuers),
+            audience=s.deployment_audience,
+            clock_skew_seconds=s.token_clock_skew_seconds,
+        ),
+        "inbox": _gcp_inbox(s, project),
+        "ledger": PostgresLedgerResource(
+            dsn=dg.EnvVar("NOTIFY_LEDGER_DSN"), ledger_schema=s.ledger_schema
+        ),
+        "warehouse": BigQueryWarehouseResource(
+            bigquery=EmulatorAwareBigQueryResource(
+                project=s.bigquery_project or project,
+                location=s.bigquery_location,
+                endpoint=s.bigquery_endpoint or None,
+            ),
+            dataset=s.bigquery_dataset,
+        ),
+    }
+    if s.transport is TransportKind.SMTP:
+        resources["transport"] = _smtp(s)
+        return resources
+    resources["transport"] = SesResource(
+        region=s.ses_region,
+        configuration_set=s.ses_configuration_set,
+        max_send_rate=s.ses_max_send_rate,
+    )
+    if s.ses_events_queue_url:
+        resources["provider_events"] = ProviderEventsResource(
+            region=s.ses_region,
+            queue_url=s.ses_events_queue_url,
+            topic_arns=list(_required_list(s.sns_topic_arns, "NOTIFY_SNS_TOPIC_ARNS")),
+            regions=list(s.sns_regions or (s.ses_region,)),
+            cert_base_url=s.sns_cert_base_url,
+        )
+    return resources
+
+
+def _gcp_inbox(s: Settings, project: str) -> InboxResource:
+    bucket = _required(s.gcs_bucket, "NOTIFY_GCS_BUCKET")
+    if s.inbox is InboxKind.PUBSUB:
+        return PubSubInboxResource(
+            project=project,
+            subscription=_required(s.pubsub_subscription, "NOTIFY_PUBSUB_SUBSCRIPTION"),
+            staging_bucket=bucket,
+            pubsub_emulator_host=s.pubsub_emulator_host,
+            storage_emulator_host=s.storage_emulator_host,
+            max_request_bytes=s.max_request_bytes,
+        )
+    return GcsInboxResource(
+        project=project,
+        bucket=bucket,
+        inbox_prefix=s.gcs_inbox_prefix,
+        storage_emulator_host=s.storage_emulator_host,
+        max_request_bytes=s.max_request_bytes,
+    )
+
+
+def _required(value: str, setting: str) -> str:
+    if not value:
+        raise ConfigError(setting, "is required by the gcp profile")
+    return value
+
+
+def _required_list(value: tuple[str, ...], setting: str) -> tuple[str, ...]:
+    if not value:
+        raise ConfigError(setting, "must list at least one value when SES events are read")
+    return value

@@ -14,10 +14,24 @@ class Profile(StrEnum):
     GCP = "gcp"
 
 
+class InboxKind(StrEnum):
+    GCS = "gcs"
+    PUBSUB = "pubsub"
+
+
+class TransportKind(StrEnum):
+    SES = "ses"
+    SMTP = "smtp"
+
+
+GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
+GOOGLE_ISSUERS = ("https://accounts.google.com", "accounts.google.com")
+
+
 class Settings(BaseSettings):
     """Everything a deployment may change. Never read at import time: call `Settings()`."""
 
-    model_config = SettingsConfigDict(env_prefix="NOTIFY_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="NOTIFY_", extra="ignore", populate_by_name=True)
 
     profile: Profile = Profile.LOCAL
     home: Path = Path(".notify")
@@ -36,6 +50,33 @@ class Settings(BaseSettings):
     smtp_starttls: bool = False
     smtp_username: str = ""
     smtp_password: SecretStr = SecretStr("")
+
+    # gcp profile. Emulator endpoints come from the standard variables the client libraries
+    # themselves honour (PUBSUB_EMULATOR_HOST, STORAGE_EMULATOR_HOST, AWS_ENDPOINT_URL).
+    gcp_project: str = ""
+    inbox: InboxKind = InboxKind.GCS
+    gcs_bucket: str = ""
+    gcs_inbox_prefix: str = "inbox/"
+    pubsub_subscription: str = ""
+    token_certs_url: str = GOOGLE_CERTS_URL
+    token_issuers: tuple[str, ...] = GOOGLE_ISSUERS
+    transport: TransportKind = TransportKind.SES
+    ses_region: str = "eu-west-1"
+    ses_configuration_set: str = ""
+    ses_max_send_rate: float = Field(default=14.0, gt=0)
+    ses_events_queue_url: str = ""
+    sns_topic_arns: tuple[str, ...] = ()
+    sns_regions: tuple[str, ...] = ()
+    sns_cert_base_url: str = ""  # tests only: where to fetch SNS signing certificates from
+    ledger_dsn: SecretStr = SecretStr("")
+    ledger_schema: str = "notify_ledger"
+    bigquery_project: str = ""
+    bigquery_dataset: str = "notify_events"
+    bigquery_location: str = "EU"
+    bigquery_endpoint: str = ""
+    storage_emulator_host: str = Field(default="", validation_alias="STORAGE_EMULATOR_HOST")
+    pubsub_emulator_host: str = Field(default="", validation_alias="PUBSUB_EMULATOR_HOST")
+    aws_endpoint_url: str = Field(default="", validation_alias="AWS_ENDPOINT_URL")
 
     batch_max_size: int = Field(default=500, ge=1)
     batch_max_age_seconds: float = Field(default=1.0, ge=0)

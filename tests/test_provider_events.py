@@ -12,7 +12,6 @@ In both, the certificate URL names the SNS host of an allowed region; only the f
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,7 +21,6 @@ from typing import Any
 import pytest
 
 from notify_pipeline.delivery.base import HandoffResult, RecipientOutcome, RecipientStatus
-from notify_pipeline.delivery.ses import encode_tag_value
 from notify_pipeline.events import EVENT_COLUMNS, BounceType, EventType
 from notify_pipeline.ledger.sqlite import SqliteLedger
 from notify_pipeline.message import Envelope
@@ -46,43 +44,16 @@ from tests.emulators.moto import (
     SnsCertServer,
     TestSigner,
 )
+from tests.helpers import SES_DETAILS, SES_EVENTS, SES_ID
+from tests.helpers import ses_event as sample
 
-DATA = Path(__file__).parent / "data" / "ses_events"
 TOPIC = f"arn:aws:sns:{REGION}:{ACCOUNT}:ses-events"
 SUPPRESS_FOR = timedelta(days=90)
-SES_ID = "010201abc-0000-4000-8000-000000000001-000000"
 BOUNCED_AT = datetime(2017, 8, 5, 0, 41, 2, 669000, tzinfo=UTC)  # bounce.json's own timestamp
 
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
-
-
-def sample(name: str, *, message_id: str = "msg-1", ses_id: str = SES_ID,
-           recipients: tuple[str, ...] | None = None, **details: Any) -> dict[str, Any]:
-    """A documentation record for our message, optionally re-addressed and with other details."""
-    record: dict[str, Any] = copy.deepcopy(json.loads((DATA / f"{name}.json").read_text()))
-    mail = record["mail"]
-    mail["messageId"] = ses_id
-    mail["tags"]["message_id"] = [encode_tag_value(message_id)]
-    if recipients:
-        mail["destination"] = list(recipients)
-        key, field = _RECIPIENT_LISTS.get(record["eventType"], (None, None))
-        if key:
-            record[key][field] = [r if field == "recipients" else {**record[key][field][0],
-                                                                      "emailAddress": r}
-                                  for r in recipients]
-    for key, value in details.items():
-        record[_DETAILS[record["eventType"]]][key] = value
-    return record
-
-
-_RECIPIENT_LISTS = {"Bounce": ("bounce", "bouncedRecipients"),
-                    "Complaint": ("complaint", "complainedRecipients"),
-                    "Delivery": ("delivery", "recipients"),
-                    "DeliveryDelay": ("deliveryDelay", "delayedRecipients")}
-_DETAILS = {"Bounce": "bounce", "Complaint": "complaint", "Delivery": "delivery",
-            "DeliveryDelay": "deliveryDelay"}
 
 
 @pytest.fixture
@@ -267,7 +238,7 @@ EXPECTED = {
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_every_recorded_event_type_becomes_one_row(name: str) -> None:
-    record = json.loads((DATA / f"{name}.json").read_text())
+    record = json.loads((SES_EVENTS / f"{name}.json").read_text())
     result = normalise(record, suppress_for=SUPPRESS_FOR)
     kind, reason, bounce_type, suppression = EXPECTED[name]
     [event] = result.events
@@ -275,7 +246,7 @@ def test_every_recorded_event_type_becomes_one_row(name: str) -> None:
     assert (event.service, event.message_id, event.recipient) == (
         "lookup-notices", "msg-1", "recipient@example.com")
     assert event.provider_message_id == record["mail"]["messageId"]
-    own_time = record.get(_DETAILS.get(record["eventType"], ""), {}).get("timestamp")
+    own_time = record.get(SES_DETAILS.get(record["eventType"], ""), {}).get("timestamp")
     assert event.occurred_at == datetime.fromisoformat(
         (own_time or record["mail"]["timestamp"]).replace("Z", "+00:00"))
     assert [s.reason for s in result.suppressions] == ([suppression] if suppression else [])
@@ -285,7 +256,7 @@ def test_every_recorded_event_type_becomes_one_row(name: str) -> None:
 
 @pytest.mark.parametrize("name", ["open", "click", "subscription"])
 def test_engagement_and_subscription_events_are_ignored_on_purpose(name: str) -> None:
-    record = json.loads((DATA / f"{name}.json").read_text())
+    record = json.loads((SES_EVENTS / f"{name}.json").read_text())
     result = normalise(record, suppress_for=SUPPRESS_FOR)
     assert (result.events, result.ignored) == ((), record["eventType"])
 
@@ -364,7 +335,7 @@ def test_ses_send_is_the_same_event_as_the_pipelines_own_send_row() -> None:
 
 # --- SNS → SQS → ledger --------------------------------------------------------------------
 
-ALL_SAMPLES = sorted(p.stem for p in DATA.glob("*.json"))
+ALL_SAMPLES = sorted(p.stem for p in SES_EVENTS.glob("*.json"))
 
 
 def test_every_event_type_published_through_moto_sns_reaches_the_ledger(

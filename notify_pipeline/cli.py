@@ -225,7 +225,10 @@ def _listening(host: str, port: int) -> bool:
 
 def process_once(settings: Settings, *, max_rounds: int = 1000) -> dict[str, Any]:
     """One pass over every configured source: evaluate each sensor of the profile and run every
-    run it asks for to completion, in process, until it asks for nothing new."""
+    run it asks for to completion, in process, until it asks for nothing new.
+
+    A pass takes each batch at most once: a batch handed back for a retry waits for the next.
+    """
     import dagster as dg
 
     from notify_pipeline.definitions import build_definitions
@@ -249,11 +252,11 @@ def process_once(settings: Settings, *, max_rounds: int = 1000) -> dict[str, Any
                 if not isinstance(result, dg.SensorResult):
                     break
                 cursor = result.cursor or cursor
-                fresh = [r for r in result.run_requests or [] if r.run_key not in seen]
+                fresh = [r for r in result.run_requests or [] if _work_of(r) not in seen]
                 if not fresh:
                     break
                 for request in fresh:
-                    seen.add(str(request.run_key))
+                    seen.add(_work_of(request))
                     outcome = job.execute_in_process(
                         run_config=request.run_config, instance=instance, tags=request.tags
                     )
@@ -271,6 +274,13 @@ def process_once(settings: Settings, *, max_rounds: int = 1000) -> dict[str, Any
         "deferred": totals["deferred"],
         "events": totals["events"],
     }
+
+
+def _work_of(request: Any) -> str:
+    """What a run request is about: its batch when it has one, else its run key."""
+    from notify_pipeline.jobs import BATCH_TAG
+
+    return str(request.tags.get(BATCH_TAG) or request.run_key)
 
 
 def _tally(outcome: Any, totals: Counter[str], rejected: Counter[str]) -> None:

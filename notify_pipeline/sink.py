@@ -26,6 +26,8 @@ import socket
 import threading
 import time
 import uuid
+from email._header_value_parser import get_addr_spec, get_angle_addr
+from email.errors import HeaderParseError
 from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
@@ -42,8 +44,33 @@ SIMULATED_REPLIES = {
 }
 
 
+class _SinkSMTP(SMTP):
+    """aiosmtpd's SMTP protocol, without a cost it pays on every MAIL and RCPT command.
+
+    aiosmtpd 1.4's `_getaddr` declares a `typing.Protocol` class each time it runs, about a
+    tenth of the sink's CPU time per message; this one parses with the same functions and the
+    same local-part limit, and returns the same values.
+    """
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        if not arg:
+            return "", ""
+        try:
+            parse = get_angle_addr if arg.lstrip().startswith("<") else get_addr_spec
+            address, rest = parse(arg)
+        except HeaderParseError:
+            return None, None
+        addr: str = address.addr_spec
+        if self.local_part_limit and len(addr.rpartition("@")[0]) > self.local_part_limit:
+            return None, None
+        return addr, rest
+
+
 class SinkController(Controller):
     """aiosmtpd's threaded `Controller`, which also learns the port the OS chose for port 0."""
+
+    def factory(self) -> SMTP:
+        return _SinkSMTP(self.handler, **self.SMTP_kwargs)
 
     def _trigger_server(self) -> None:
         # The listening socket exists now, before start() connects to it to finish its own start-up.

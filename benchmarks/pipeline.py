@@ -1,0 +1,199 @@
+"""The pipeline end to end, measured the way `notify process` runs it.
+
+A driver process (this module run with `--drive`) calls `notify_pipeline.cli.process_once` in a
+loop: each call evaluates the real `inbox_sensor` and executes every `deliver_batch` run it asks
+for with `execute_in_process` (parse, authenticate, policy, claim, render, sign, SMTP hand-off,
+ledger, then `record_events` into DuckDB), on an ephemeral Dagster instance as `notify process`
+uses without DAGSTER_HOME. Per-stage seconds are the runs' `stage_seconds`, summed.
+
+The driver is started and warmed up (imports, one empty pass) before the clock starts, as a
+running service would be. The clock starts when the first request is written: four client
+threads in the parent write the requests into the inbox (`LocalInbox.write_request`, fsync per
+request) while the driver drains it. It stops at the last event's `recorded_at` in DuckDB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import IO, Any
+
+import psutil
+
+from benchmarks.harness import (
+    REPO,
+    Deployment,
+    exactly_once,
+    rate,
+    request_body,
+    request_name,
+    sink_process,
+    stop,
+)
+
+MACHINERY = (
+    "notify_pipeline.cli.process_once in a loop (the `notify process` path: real inbox_sensor,"
+    " deliver_batch via execute_in_process, ephemeral instance); requests written concurrently"
+    " by 4 client threads"
+)
+WRITER_THREADS = 4
+
+
+def measure(root: Path, messages: int, log: IO[bytes], *, prefix: str = "pipe") -> dict[str, Any]:
+    """Deliver `messages` requests through the pipeline; returns rates, stages and memory."""
+    deployment = Deployment.create(root, f"pipeline-{messages}")
+    token = deployment.token()
+    bodies = [(request_name(prefix, i), request_body(token, prefix, i)) for i in range(messages)]
+    timeout = 300 + messages / 10
+    with sink_process(deployment, log) as sink:
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.pipeline", "--drive", "--messages",
+             str(messages), "--timeout", str(timeout)],
+            env=deployment.env, cwd=REPO,
+            stdout=subprocess.PIPE, stderr=log,
+        )
+        watchdog = threading.Timer(timeout + 120, driver.kill)
+        watchdog.start()
+        memory = TreeMemory(driver.pid)
+        try:
+            assert driver.stdout is not None
+            if driver.stdout.readline().strip() != b"ready":
+                raise RuntimeError("the pipeline driver did not start; see the log")
+            first, last = write_requests(deployment.home, bodies)
+            out = driver.stdout.read()
+            if driver.wait() != 0:
+                raise RuntimeError(f"the pipeline driver failed ({driver.returncode})")
+        finally:
+            memory.stop()
+            watchdog.cancel()
+            stop(driver)
+        sink_cpu = sum(psutil.Process(sink.pid).cpu_times()[:2])
+    drive = json.loads(out.decode().strip().splitlines()[-1])
+    events = _events(deployment)
+    seconds = events["last_recorded_at"] - first
+    return {
+        "machinery": MACHINERY,
+        "messages": messages,
+        "seconds": round(seconds, 3),
+        "per_second": rate(drive["delivered"], seconds),
+        "enqueue_seconds": round(last - first, 3),
+        "delivered": drive["delivered"],
+        "events": events["by_type"],
+        **exactly_once(deployment.mail_dir, prefix, messages),
+        "runs": drive["runs"],
+        "stage_seconds": drive["stage_seconds"],
+        "driver_cpu_seconds": drive["cpu_seconds"],
+        "sink_cpu_seconds": round(sink_cpu, 2),
+        "peak_rss_mb": drive["peak_rss_mb"],
+        "peak_tree_rss_mb": round(max(memory.peak, drive["peak_rss_mb"] * 2**20) / 2**20, 1),
+    }
+
+
+class TreeMemory:
+    """Samples the summed RSS of a process and its descendants (shared pages count per process).
+
+    `ru_maxrss` is exact for one process but says nothing useful about forked children (it
+    includes the pages they share with their parent), hence sampling for the whole tree.
+    """
+
+    def __init__(self, pid: int, interval: float = 0.5) -> None:
+        self.peak = 0
+        self._root = psutil.Process(pid)
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, args=(interval,), daemon=True)
+        self._thread.start()
+
+    def _sample(self, interval: float) -> None:
+        while not self._done.wait(interval):
+            try:
+                tree = [self._root, *self._root.children(recursive=True)]
+                total = sum(p.memory_info().rss for p in tree if p.is_running())
+            except psutil.Error:
+                continue
+            self.peak = max(self.peak, total)
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+
+def write_requests(home: Path, bodies: list[tuple[str, bytes]]) -> tuple[float, float]:
+    """Write every request as clients would; returns (first write began, last write ended)."""
+    from notify_pipeline.inbox.local import LocalInbox
+
+    inbox = LocalInbox(home)
+    first = time.time()
+
+    def client(k: int) -> None:
+        for name, body in bodies[k::WRITER_THREADS]:
+            inbox.write_request(body, name)
+
+    with ThreadPoolExecutor(WRITER_THREADS) as pool:
+        list(pool.map(client, range(WRITER_THREADS)))
+    return first, time.time()
+
+
+def _events(deployment: Deployment) -> dict[str, Any]:
+    import duckdb
+
+    path = deployment.home / "warehouse.duckdb"
+    with duckdb.connect(str(path), read_only=True) as con:
+        by_type = dict(con.execute(
+            "SELECT event_type, count(*) FROM notify_events.events GROUP BY 1 ORDER BY 1"
+        ).fetchall())
+        row = con.execute("SELECT max(recorded_at) FROM notify_events.events").fetchone()
+    assert row is not None and row[0] is not None, "no events were recorded"
+    return {"by_type": by_type, "last_recorded_at": row[0].timestamp()}
+
+
+def drive(messages: int, timeout: float) -> dict[str, Any]:
+    """The driver process: warm up, say `ready`, then drain until every request is done."""
+    from notify_pipeline.cli import process_once
+    from notify_pipeline.settings import Settings
+
+    settings = Settings()
+    process_once(settings)
+    print("ready", flush=True)
+    totals: Counter[str] = Counter()
+    stages: Counter[str] = Counter()
+    deadline = time.monotonic() + timeout
+    while totals["requests"] < messages and time.monotonic() < deadline:
+        summary = process_once(settings)
+        totals.update({k: v for k, v in summary.items() if isinstance(v, int)})
+        stages.update(summary.get("stage_seconds", {}))
+        if not summary["requests"]:
+            time.sleep(0.05)
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)  # pool workers, log tailers
+    return {
+        "delivered": totals["delivered"],
+        "requests": totals["requests"],
+        "runs": totals["batches"],
+        "stage_seconds": {stage: round(s, 3) for stage, s in sorted(stages.items())},
+        "cpu_seconds": round(own.ru_utime + own.ru_stime + children.ru_utime
+                             + children.ru_stime, 2),
+        "peak_rss_mb": round(own.ru_maxrss / 1024, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--drive", action="store_true", help="be the driver process")
+    parser.add_argument("--messages", type=int, required=True)
+    parser.add_argument("--timeout", type=float, default=600.0)
+    args = parser.parse_args()
+    if not args.drive:
+        parser.error("run `python -m benchmarks.e2e` or `python -m benchmarks.memory`")
+    print(json.dumps(drive(args.messages, args.timeout)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

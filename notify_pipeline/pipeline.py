@@ -45,7 +45,13 @@ from notify_pipeline.outcomes import (
     queued_events,
     reject_events,
 )
-from notify_pipeline.policy import Domains, IdentityVerifier, authorise, build_envelope
+from notify_pipeline.policy import (
+    Domains,
+    IdentityVerifier,
+    authorise,
+    build_envelope,
+    split_suppressed,
+)
 from notify_pipeline.registry import Registry
 from notify_pipeline.request import parse_request, peek_attribution, peek_recipients
 from notify_pipeline.warehouse.base import Warehouse
@@ -236,14 +242,13 @@ class Pipeline:
             inbox.quarantine(batch_id, r.item.key, r.item.body, str(r.error))
 
     def _split_suppressed(self, accepted: list[_Accepted]) -> list[_Accepted]:
+        """Look the whole batch's recipients up at once, then split each message's."""
         everyone = {r.lower() for a in accepted for r in a.envelope.recipients}
         hit = self.ledger.suppressed(everyone, now=self.clock()) if everyone else set()
-        out = []
-        for a in accepted:
-            kept = tuple(r for r in a.envelope.recipients if r.lower() not in hit)
-            gone = tuple(r for r in a.envelope.recipients if r.lower() in hit)
-            out.append(_Accepted(a.item, a.envelope, kept, gone))
-        return out
+        return [
+            _Accepted(a.item, a.envelope, *split_suppressed(a.envelope.recipients, hit))
+            for a in accepted
+        ]
 
     def _claim(
         self, accepted: list[_Accepted], owner: str, summary: BatchSummary, done: list[str]

@@ -9,7 +9,7 @@ refusing the whole request.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -123,13 +123,15 @@ def build_envelope(request: SendRequest, service: Service, domains: Domains) -> 
 
 
 def split_suppressed(
-    recipients: Iterable[str], is_suppressed: Callable[[Iterable[str]], set[str]]
+    recipients: Iterable[str], suppressed: Collection[str]
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(kept, suppressed) recipients; suppression is case-blind on the whole address."""
+    """(kept, suppressed) recipients, given the lower-cased suppressed addresses.
+
+    Suppression is case-blind on the whole address.
+    """
     recipients = tuple(recipients)
-    hit = {r.lower() for r in is_suppressed([r.lower() for r in recipients])}
-    kept = tuple(r for r in recipients if r.lower() not in hit)
-    return kept, tuple(r for r in recipients if r.lower() in hit)
+    kept = tuple(r for r in recipients if r.lower() not in suppressed)
+    return kept, tuple(r for r in recipients if r.lower() in suppressed)
 
 
 def _check_injection(request: SendRequest) -> None:

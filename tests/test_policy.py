@@ -118,7 +118,6 @@ def test_allowed_custom_headers_pass(registry):
 
 
 def test_suppression_split_is_case_blind():
-    kept, gone = split_suppressed(["A@Example.org", "b@example.org"],
-                                  lambda rs: {r for r in rs if r == "a@example.org"})
+    kept, gone = split_suppressed(["A@Example.org", "b@example.org"], {"a@example.org"})
     assert kept == ("b@example.org",)
     assert gone == ("A@Example.org",)

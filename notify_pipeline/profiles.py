@@ -49,6 +49,8 @@ def _common(s: Settings) -> dict[str, Any]:
             max_message_attempts=s.max_message_attempts,
             suppression_days=s.suppression_days,
             max_request_bytes=s.max_request_bytes,
+            worker_poll_seconds=s.worker_poll_seconds,
+            worker_max_seconds=s.worker_max_seconds,
         ),
         "registry": RegistryResource(path=str(s.registry.resolve())),
         "signing": SigningResource(keys_dir=str(home / "keys"), selector=s.dkim_selector),

@@ -37,7 +37,8 @@ from notify_pipeline.warehouse.duckdb import DuckDBWarehouse
 
 
 class DeploymentResource(dg.ConfigurableResource):  # type: ignore[type-arg]
-    """Deployment-wide policy settings: domains, batching bounds, leases and suppression."""
+    """Deployment-wide policy settings: domains, batching bounds, leases, suppression, and how
+    long the delivery worker run polls and lives."""
 
     domain: str
     testing_domain: str
@@ -48,6 +49,8 @@ class DeploymentResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     max_message_attempts: int = 5
     suppression_days: int = 90
     max_request_bytes: int = 10 * 1024 * 1024
+    worker_poll_seconds: float = 0.25
+    worker_max_seconds: float = 3600.0
 
     @property
     def domains(self) -> Domains:

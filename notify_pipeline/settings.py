@@ -86,6 +86,11 @@ class Settings(BaseSettings):
     suppression_days: int = Field(default=90, ge=1)
     max_request_bytes: int = 10 * 1024 * 1024
 
+    # One long-lived delivery_worker run instead of a run per batch (see sensors/worker.py).
+    delivery_worker: bool = True
+    worker_poll_seconds: float = Field(default=0.25, gt=0)
+    worker_max_seconds: float = Field(default=3600.0, gt=0)
+
     @property
     def deployment_audience(self) -> str:
         """The `aud` every identity token must carry."""

@@ -68,9 +68,13 @@ def run(messages: int, *, quick: bool, workdir: Path) -> dict[str, Any]:
     with log_path.open("ab") as log:
         naive_result = naive(workdir, min(messages, 500) if quick else messages, log)
         signing = limit.signatures_per_second(1.0 if quick else 3.0)
-        accept = limit.smtp_accept_per_second(workdir, messages, log)
+        one = limit.smtp_accept_per_second(workdir, messages, log)
+        connections = _pipeline_connections()
+        many = (limit.smtp_accept_per_second(workdir, messages, log, connections=connections)
+                if connections > 1 else one)
         piped = pipeline.measure(workdir, messages, log)
-    bound = min(signing["per_second"], accept["per_second"])
+    accept = max(one["per_second"], many["per_second"])  # the sink at its best
+    bound = min(signing["per_second"], accept)
     return {
         "benchmark": "e2e",
         "messages": messages,
@@ -79,7 +83,8 @@ def run(messages: int, *, quick: bool, workdir: Path) -> dict[str, Any]:
         "naive": naive_result,
         "limit": {
             "rsa2048_signatures_all_cores": signing,
-            "smtp_sink_accept": accept,
+            "smtp_sink_accept": one,
+            "smtp_sink_accept_parallel": many,
             "per_second": bound,
             "bottleneck": "dkim_signing" if signing["per_second"] <= bound else "smtp_accept",
         },
@@ -89,6 +94,13 @@ def run(messages: int, *, quick: bool, workdir: Path) -> dict[str, Any]:
             "pipeline/limit": round(piped["per_second"] / bound, 2),
         },
     }
+
+
+def _pipeline_connections() -> int:
+    """The SMTP connections the pipeline opens with default settings."""
+    from notify_pipeline.settings import Settings
+
+    return int(Settings.model_fields["smtp_connections"].default)
 
 
 def main() -> None:

@@ -2,8 +2,10 @@
 
 - DKIM: RSA-2048 PKCS#1 v1.5 SHA-256 signatures per second with OpenSSL (via `cryptography`),
   one process per core, all signing at once.
-- SMTP: the sink's accept rate over loopback, a tight smtplib loop on one connection sending
-  pre-rendered, pre-signed messages (the sink fsyncs each one before its 250).
+- SMTP: the sink's accept rate over loopback, tight smtplib loops sending pre-rendered,
+  pre-signed messages (the sink fsyncs each one before its 250), on one connection and on as
+  many at once as the pipeline opens (`NOTIFY_SMTP_CONNECTIONS`): the limit is the better of
+  the two, so a pipeline using several connections is held to what the sink can do with them.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import multiprocessing
 import os
 import smtplib
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -79,17 +82,25 @@ def pre_rendered(deployment: Deployment, prefix: str, messages: int) -> list[tup
     ]
 
 
-def smtp_accept_per_second(root: Path, messages: int, log: IO[bytes]) -> dict[str, Any]:
-    """The sink's accept rate: one connection, a tight loop, pre-rendered messages."""
-    deployment = Deployment.create(root, "limit")
-    prefix = "limit"
+def smtp_accept_per_second(
+    root: Path, messages: int, log: IO[bytes], *, connections: int = 1
+) -> dict[str, Any]:
+    """The sink's accept rate: tight loops on `connections` connections at once (one thread
+    each), pre-rendered messages."""
+    deployment = Deployment.create(root, f"limit-{connections}")
+    prefix = f"limit{connections}"
     data = pre_rendered(deployment, prefix, messages)
+
+    def client(share: list[tuple[str, bytes]]) -> None:
+        with smtplib.SMTP(HOST, deployment.smtp_port, timeout=30) as smtp:
+            for to, message in share:
+                smtp.sendmail("lookup@notify.example.org", [to], message)
+
     with sink_process(deployment, log):
         start = time.perf_counter()
-        with smtplib.SMTP(HOST, deployment.smtp_port, timeout=30) as smtp:
-            for to, message in data:
-                smtp.sendmail("lookup@notify.example.org", [to], message)
+        with ThreadPoolExecutor(connections) as pool:
+            list(pool.map(client, [data[k::connections] for k in range(connections)]))
         seconds = time.perf_counter() - start
-    return {"messages": messages, "seconds": round(seconds, 3),
+    return {"connections": connections, "messages": messages, "seconds": round(seconds, 3),
             "per_second": rate(messages, seconds),
             **exactly_once(deployment.mail_dir, prefix, messages)}

@@ -239,6 +239,7 @@ def process_once(settings: Settings, *, max_rounds: int = 1000) -> dict[str, Any
     resources = resources_for(drain)
     totals: Counter[str] = Counter()
     rejected: Counter[str] = Counter()
+    stages: Counter[str] = Counter()
     with _instance() as instance:
         for sensor in defs.sensors or []:
             job = defs.resolve_job_def(str(sensor.job_name))
@@ -260,7 +261,7 @@ def process_once(settings: Settings, *, max_rounds: int = 1000) -> dict[str, Any
                     outcome = job.execute_in_process(
                         run_config=request.run_config, instance=instance, tags=request.tags
                     )
-                    _tally(outcome, totals, rejected)
+                    _tally(outcome, totals, rejected, stages)
     totals["events"] += _flush_leftovers(drain)
     return {
         "batches": totals["batches"],
@@ -273,6 +274,7 @@ def process_once(settings: Settings, *, max_rounds: int = 1000) -> dict[str, Any
         "duplicates": totals["duplicates"],
         "deferred": totals["deferred"],
         "events": totals["events"],
+        "stage_seconds": {stage: round(seconds, 3) for stage, seconds in sorted(stages.items())},
     }
 
 
@@ -283,12 +285,16 @@ def _work_of(request: Any) -> str:
     return str(request.tags.get(BATCH_TAG) or request.run_key)
 
 
-def _tally(outcome: Any, totals: Counter[str], rejected: Counter[str]) -> None:
-    """Add one run's outputs; `events` counts events written to the warehouse."""
+def _tally(
+    outcome: Any, totals: Counter[str], rejected: Counter[str], stages: Counter[str]
+) -> None:
+    """Add one run's outputs; `events` counts events written to the warehouse, `stages` the
+    seconds each stage of delivery took, summed over the runs."""
     if outcome.dagster_run.job_name == "deliver_batch":
         summary = outcome.output_for_node("deliver")
         totals.update({k: v for k, v in summary.items() if isinstance(v, int) and k != "events"})
         rejected.update(summary["rejected"])
+        stages.update(summary["stage_seconds"])
         totals["batches"] += 1
         totals["events"] += outcome.output_for_node("record_events")
     elif outcome.dagster_run.job_name == "record_provider_events":

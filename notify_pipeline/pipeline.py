@@ -17,7 +17,13 @@ import time
 import traceback
 from collections import Counter, defaultdict
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    wait,
+)
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,7 +31,12 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
 
 from notify_pipeline import mime
-from notify_pipeline.delivery.base import OutgoingMessage, RecipientStatus, Transport
+from notify_pipeline.delivery.base import (
+    HandoffResult,
+    OutgoingMessage,
+    RecipientStatus,
+    Transport,
+)
 from notify_pipeline.errors import (
     AmbiguousHandoffError,
     PermanentDeliveryError,
@@ -152,7 +163,13 @@ class Pipeline:
     render_processes: int | None = None
 
     def process_batch(self, inbox: Inbox, batch_id: str, *, owner: str) -> BatchSummary:
-        """Run one staged batch to completion (or hand its unsent part back for a retry)."""
+        """Run one staged batch to completion (or hand its unsent part back for a retry).
+
+        `owner` holds the batch; its messages are claimed by an owner unique to this attempt.
+        A process that runs the batch again (a delivery worker) then takes back what an earlier
+        attempt released, and waits out what it left claimed, rather than mistaking either for
+        a duplicate request within this batch.
+        """
         summary = BatchSummary(batch_id)
         summary.attempt = self.ledger.acquire_batch(
             batch_id, owner=owner, lease_seconds=self.lease_seconds, now=self.clock()
@@ -162,7 +179,8 @@ class Pipeline:
             return summary
         retry_after = self.retry_after_seconds  # kept if the batch fails part-way
         try:
-            retry_after = self._process(inbox, batch_id, owner, summary)
+            claimant = f"{owner}#{batch_id}.{summary.attempt}"
+            retry_after = self._process(inbox, batch_id, claimant, summary)
         finally:
             self.ledger.release_batch(
                 batch_id, owner=owner, retry_after_seconds=retry_after, now=self.clock()
@@ -311,26 +329,41 @@ class Pipeline:
     ) -> float:
         """Hand each claimed message off; returns a retry delay if the provider was unreachable.
 
-        Hand-offs stay strictly one after another, in claim order: at most one message is ever
-        `handing_off`, so a crash leaves at most one ambiguous. Rendering and signing, which
-        touch no shared state, run ahead of them in worker processes for larger batches.
+        Hand-offs begin in claim order, at most `transport.concurrency` at once, each on a
+        thread of its own; the ledger and the summary are touched only here, on this thread. A
+        crash therefore leaves at most that many messages `handing_off`, to be recorded as
+        ambiguous. Rendering and signing, which touch no shared state, run ahead of the
+        hand-offs in worker processes for larger batches.
         """
-        with self._renderings([acc for acc, _ in to_send], summary) as renderings:
-            for index, ((acc, attempts), rendered) in enumerate(
-                zip(to_send, renderings, strict=True)
-            ):
-                unavailable = self._deliver_one(acc, attempts, rendered, owner, summary, done)
-                if unavailable is not None:
-                    self._hand_back(to_send[index:], owner, summary, unavailable)
-                    return self.retry_after_seconds
-        return 0.0
+        unavailable: list[tuple[tuple[_Accepted, int], RetryableDeliveryError]] = []
+        waiting: Sequence[tuple[_Accepted, int]] = ()
+        with self._renderings([acc for acc, _ in to_send], summary) as renderings, \
+                _Handoffs(self.transport) as handoffs:
+            for index, (job, rendered) in enumerate(zip(to_send, renderings, strict=True)):
+                outgoing = self._begin(job[0], rendered, owner, summary, done)
+                if outgoing is None:
+                    continue
+                with _timed(summary, "handoff"):
+                    finished = handoffs.submit(job, outgoing)
+                unavailable += self._settle_all(finished, owner, summary, done)
+                if unavailable:
+                    waiting = to_send[index + 1:]
+                    break
+            with _timed(summary, "handoff"):
+                finished = handoffs.drain()
+            unavailable += self._settle_all(finished, owner, summary, done)
+        if not unavailable:
+            return 0.0
+        self._hand_back([job for job, _ in unavailable] + list(waiting), owner, summary,
+                        unavailable[0][1])
+        return self.retry_after_seconds
 
-    def _deliver_one(
-        self, acc: _Accepted, attempts: int, rendered: _Rendered, owner: str,
-        summary: BatchSummary, done: list[str],
-    ) -> RetryableDeliveryError | None:
-        """Hand one message off; returns the error when the provider is unreachable and this
-        message and the rest should wait for a later attempt."""
+    def _begin(
+        self, acc: _Accepted, rendered: _Rendered, owner: str, summary: BatchSummary,
+        done: list[str],
+    ) -> OutgoingMessage | None:
+        """The message to hand off, once the ledger marks it `handing_off`; None when it
+        failed to render or another owner took its claim over."""
         outgoing = self._outgoing(acc, rendered, owner, summary)
         if outgoing is None:
             done.append(acc.item.key)
@@ -340,15 +373,26 @@ class Pipeline:
                                          owner=owner):
             summary.deferred += 1  # another owner took the claim over; its run finishes it
             return None
-        try:
-            self._hand_off(acc, outgoing, owner, summary)
-        except RetryableDeliveryError as exc:
-            if attempts < self.max_message_attempts:
-                return exc
-            self._fail(acc, owner, summary, f"provider_unavailable: {exc}")
-        crashpoint("after_record")
-        done.append(acc.item.key)
-        return None
+        return outgoing
+
+    def _settle_all(
+        self, finished: list[tuple[tuple[_Accepted, int], Future[HandoffResult]]], owner: str,
+        summary: BatchSummary, done: list[str],
+    ) -> list[tuple[tuple[_Accepted, int], RetryableDeliveryError]]:
+        """Record finished hand-offs; returns those that found the provider unreachable and
+        should wait for a later attempt, with the error."""
+        unavailable = []
+        for (acc, attempts), future in finished:
+            try:
+                self._settle(acc, future, owner, summary)
+            except RetryableDeliveryError as exc:
+                if attempts < self.max_message_attempts:
+                    unavailable.append(((acc, attempts), exc))
+                    continue
+                self._fail(acc, owner, summary, f"provider_unavailable: {exc}")
+            crashpoint("after_record")
+            done.append(acc.item.key)
+        return unavailable
 
     @property
     def _render_processes(self) -> int:
@@ -399,13 +443,13 @@ class Pipeline:
         return OutgoingMessage(env.service, env.message_id, env.from_address, acc.recipients,
                                rendered.data)
 
-    def _hand_off(
-        self, acc: _Accepted, outgoing: OutgoingMessage, owner: str, summary: BatchSummary
+    def _settle(
+        self, acc: _Accepted, future: Future[HandoffResult], owner: str, summary: BatchSummary
     ) -> None:
+        """Record one hand-off's outcome; re-raises `RetryableDeliveryError` for the caller."""
         env = acc.envelope
         try:
-            with _timed(summary, "handoff"):
-                result = self.transport.send(outgoing)
+            result = future.result()
         except AmbiguousHandoffError as exc:
             crashpoint("after_handoff")
             log.error("ambiguous hand-off of %s/%s: %s", env.service, env.message_id, exc)
@@ -445,6 +489,51 @@ class Pipeline:
             [(a.envelope.service, a.envelope.message_id) for a, _ in rest], owner=owner
         )
         summary.deferred += len(rest)
+
+
+class _Handoffs:
+    """Hand-offs under way: up to `transport.concurrency` at once, each on a thread of its own.
+
+    `submit` starts one and, once all are busy, waits for at least one to finish; finished
+    hand-offs come back to the caller's thread, which alone records them. With a concurrency of
+    one the send runs right here, on the caller's thread.
+    """
+
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
+        self._width = max(1, transport.concurrency)
+        self._threads = (ThreadPoolExecutor(self._width, thread_name_prefix="handoff")
+                         if self._width > 1 else None)
+        self._running: dict[Future[HandoffResult], tuple[_Accepted, int]] = {}
+
+    def __enter__(self) -> _Handoffs:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._threads is not None:
+            self._threads.shutdown(wait=True)  # sends under way end (bounded by their timeout)
+
+    def submit(
+        self, job: tuple[_Accepted, int], outgoing: OutgoingMessage
+    ) -> list[tuple[tuple[_Accepted, int], Future[HandoffResult]]]:
+        if self._threads is None:
+            future: Future[HandoffResult] = Future()
+            try:
+                future.set_result(self._transport.send(outgoing))
+            except Exception as exc:  # delivered to the caller by `future.result()`
+                future.set_exception(exc)
+            return [(job, future)]
+        self._running[self._threads.submit(self._transport.send, outgoing)] = job
+        if len(self._running) < self._width:
+            return []
+        finished, _ = wait(self._running, return_when=FIRST_COMPLETED)
+        return [(self._running.pop(future), future) for future in finished]
+
+    def drain(self) -> list[tuple[tuple[_Accepted, int], Future[HandoffResult]]]:
+        """Wait for every hand-off under way."""
+        wait(self._running)
+        finished, self._running = list(self._running.items()), {}
+        return [(job, future) for future, job in finished]
 
 
 class _RenderPool:

@@ -82,6 +82,7 @@ def _smtp(s: Settings) -> SmtpResource:
         starttls=s.smtp_starttls,
         username=s.smtp_username,
         password=dg.EnvVar("NOTIFY_SMTP_PASSWORD") if s.smtp_password else "",
+        connections=s.smtp_connections,
     )
 
 
@@ -117,6 +118,7 @@ def _gcp(s: Settings) -> dict[str, Any]:
         region=s.ses_region,
         configuration_set=s.ses_configuration_set,
         max_send_rate=s.ses_max_send_rate,
+        concurrency=s.ses_concurrency,
     )
     if s.ses_events_queue_url:
         resources["provider_events"] = ProviderEventsResource(

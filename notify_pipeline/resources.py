@@ -14,6 +14,7 @@ import dagster as dg
 from pydantic import PrivateAttr
 
 from notify_pipeline.delivery.base import Transport
+from notify_pipeline.delivery.pool import TransportPool
 from notify_pipeline.delivery.ses import SesTransport
 from notify_pipeline.delivery.smtp import SmtpTransport
 from notify_pipeline.identity import FileCertSource, HttpCertSource, LocalIssuer, TokenVerifier
@@ -42,7 +43,7 @@ class DeploymentResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
     domain: str
     testing_domain: str
-    batch_max_size: int = 500
+    batch_max_size: int = 2000
     batch_max_age_seconds: float = 1.0
     claim_lease_seconds: float = 300.0
     provider_retry_seconds: float = 30.0
@@ -156,8 +157,15 @@ class SmtpResource(TransportResource):
     starttls: bool = False
     username: str = ""
     password: str = ""
+    connections: int = 4
 
     def transport(self) -> Transport:
+        """`connections` conversations at once (a pool), or one when it is 1."""
+        if self.connections == 1:
+            return self._one()
+        return TransportPool(self._one, self.connections)
+
+    def _one(self) -> SmtpTransport:
         return SmtpTransport(
             host=self.host,
             port=self.port,
@@ -292,12 +300,14 @@ class SesResource(TransportResource):
     region: str
     configuration_set: str = ""
     max_send_rate: float = 14.0
+    concurrency: int = 8
 
     def transport(self) -> Transport:
         return SesTransport.from_config(
             region=self.region,
             configuration_set=self.configuration_set or None,
             max_send_rate=self.max_send_rate,
+            concurrency=self.concurrency,
         )
 
 

@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     smtp_starttls: bool = False
     smtp_username: str = ""
     smtp_password: SecretStr = SecretStr("")
+    smtp_connections: int = Field(default=4, ge=1, le=64)
 
     # gcp profile. Emulator endpoints come from the standard variables the client libraries
     # themselves honour (PUBSUB_EMULATOR_HOST, STORAGE_EMULATOR_HOST, AWS_ENDPOINT_URL).
@@ -64,6 +65,7 @@ class Settings(BaseSettings):
     ses_region: str = "eu-west-1"
     ses_configuration_set: str = ""
     ses_max_send_rate: float = Field(default=14.0, gt=0)
+    ses_concurrency: int = Field(default=8, ge=1, le=64)
     ses_events_queue_url: str = ""
     sns_topic_arns: tuple[str, ...] = ()
     sns_regions: tuple[str, ...] = ()
@@ -78,7 +80,7 @@ class Settings(BaseSettings):
     pubsub_emulator_host: str = Field(default="", validation_alias="PUBSUB_EMULATOR_HOST")
     aws_endpoint_url: str = Field(default="", validation_alias="AWS_ENDPOINT_URL")
 
-    batch_max_size: int = Field(default=500, ge=1)
+    batch_max_size: int = Field(default=2000, ge=1)
     batch_max_age_seconds: float = Field(default=1.0, ge=0)
     claim_lease_seconds: float = Field(default=300.0, gt=0)
     provider_retry_seconds: float = Field(default=30.0, ge=0)

@@ -4,16 +4,36 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from notify_pipeline.delivery.base import (
+    HandoffResult,
+    OutgoingMessage,
+    RecipientOutcome,
+    RecipientStatus,
+    Transport,
+)
 from notify_pipeline.delivery.ses import encode_tag_value
+from notify_pipeline.identity import FileCertSource, LocalIssuer, TokenVerifier
+from notify_pipeline.inbox.base import Inbox
+from notify_pipeline.ledger.sqlite import SqliteLedger
+from notify_pipeline.pipeline import BatchSummary, Pipeline
+from notify_pipeline.policy import Domains
+from notify_pipeline.registry import load_registry
+from notify_pipeline.signing import DkimKeyStore, DkimSigner
+
+if TYPE_CHECKING:
+    from tests.conftest import LocalDeployment
 
 REPO = Path(__file__).resolve().parent.parent
 REGISTRY = REPO / "registry"
 PROD_ACCOUNT = "lookup-prod@lookup-prod-1234.iam.gserviceaccount.com"
 SES_EVENTS = REPO / "tests" / "data" / "ses_events"
 SES_ID = "010201abc-0000-4000-8000-000000000001-000000"
+MAX_BYTES = 10 * 1024 * 1024
 
 
 def request_dict(**overrides: Any) -> dict[str, Any]:
@@ -60,3 +80,46 @@ _RECIPIENT_LISTS = {"Bounce": ("bounce", "bouncedRecipients"),
                     "DeliveryDelay": ("deliveryDelay", "delayedRecipients")}
 SES_DETAILS = {"Bounce": "bounce", "Complaint": "complaint", "Delivery": "delivery",
             "DeliveryDelay": "deliveryDelay"}
+
+
+class RecordingTransport(Transport):
+    """Accepts every recipient and remembers each hand-off."""
+
+    def __init__(self) -> None:
+        self.sent: list[OutgoingMessage] = []
+
+    def send(self, message: OutgoingMessage) -> HandoffResult:
+        self.sent.append(message)
+        outcomes = tuple(RecipientOutcome(r, RecipientStatus.ACCEPTED, 250)
+                         for r in message.recipients)
+        return HandoffResult(f"rec-{len(self.sent)}", outcomes)
+
+
+@dataclass
+class Harness:
+    pipeline: Pipeline
+    transport: Transport
+    ledger: SqliteLedger
+
+    def run(self, inbox: Inbox, batch_id: str) -> BatchSummary:
+        return self.pipeline.process_batch(inbox, batch_id, owner=f"test|{os.getpid()}|0|t")
+
+
+def make_harness(local: LocalDeployment, transport: Transport | None = None) -> Harness:
+    """The local deployment's registry, identity and DKIM keys, a real ledger, and `transport`
+    (by default one that records hand-offs) instead of a provider."""
+    s = local.settings
+    issuer = LocalIssuer(s.keys_dir, s.local_issuer)
+    issuer.certs()  # creates the key and publishes certs.json for the verifier
+    verifier = TokenVerifier(certs=FileCertSource(issuer.certs_path),
+                             audience=s.deployment_audience, issuers=frozenset({s.local_issuer}))
+    keys = DkimKeyStore(s.keys_dir, s.dkim_selector)
+    signers: dict[str, DkimSigner] = {}
+    ledger = SqliteLedger(s.ledger_path)
+    transport = transport or RecordingTransport()
+    pipeline = Pipeline(
+        registry=load_registry(s.registry), domains=Domains(s.domain, s.testing_domain),
+        verifier=verifier, ledger=ledger, transport=transport, max_request_bytes=MAX_BYTES,
+        signer_for=lambda d: signers.setdefault(d, DkimSigner(keys.key_for(d))),
+    )
+    return Harness(pipeline, transport, ledger)

@@ -34,12 +34,20 @@ def test_e2e_benchmark_delivers_every_message_once_and_reports_ratios(tmp_path):
     assert set(result["ratios"]) == {"pipeline/naive", "pipeline/limit"}
     for part in (result["naive"], result["limit"], result["pipeline"]):
         assert part["per_second"] > 0
-    assert {"rsa2048_signatures_all_cores", "smtp_sink_accept"} <= result["limit"].keys()
+    limits = result["limit"]
+    assert {"rsa2048_signatures_all_cores", "smtp_sink_accept",
+            "smtp_sink_accept_parallel"} <= limits.keys()
+    best_sink = max(limits["smtp_sink_accept"]["per_second"],
+                    limits["smtp_sink_accept_parallel"]["per_second"])
+    assert limits["per_second"] == min(best_sink,
+                                       limits["rsa2048_signatures_all_cores"]["per_second"])
+    connections = limits["smtp_sink_accept_parallel"]["connections"]
     assert "stage_seconds" in result["pipeline"]
     assert result["pipeline"]["peak_rss_mb"] > 0
     assert result["pipeline"]["events"]["delivery"] == MESSAGES
 
-    for folder, prefix in (("naive", "naive"), ("limit", "limit"),
+    for folder, prefix in (("naive", "naive"), ("limit-1", "limit1"),
+                           (f"limit-{connections}", f"limit{connections}"),
                            (f"pipeline-{MESSAGES}", "pipe")):
         counts = Counter(r for path in maildir_files(tmp_path / folder / "mail")
                          for r in envelope_recipients(path))

@@ -2,7 +2,10 @@
 
 Whatever the point, every message ends delivered at most once, with exactly one terminal event per
 recipient. A crash before hand-off delivers after restart; a crash after hand-off never delivers
-again, and a message whose hand-off outcome was lost is recorded as ambiguous.
+again, and a message whose hand-off outcome was lost is recorded as ambiguous. With one SMTP
+connection at most one message is ever being handed off, so the matrix is exact; with several,
+every message that was being handed off when the process died is ambiguous (delivered or not,
+never twice), so at most as many as there are connections.
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ MESSAGES = [f"m{n}" for n in range(1, 6)]
 pytestmark = pytest.mark.crash
 
 
-def run_process(local, crash_at: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **local.env}
+def run_process(
+    local, crash_at: str | None = None, *, connections: int = 1
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **local.env, "NOTIFY_SMTP_CONNECTIONS": str(connections)}
     env.pop("NOTIFY_CRASH_AT", None)
     if crash_at:
         env["NOTIFY_CRASH_AT"] = crash_at
@@ -73,6 +78,37 @@ def test_crash_then_restart_delivers_each_message_at_most_once(local, sink, cras
     assert all(r["reason"].startswith("ambiguous_handoff") for r in failures)
     assert not any((local.home / "inbox").glob("*.json"))
     assert not any((local.home / "batches").glob("*/*"))
+
+
+@pytest.mark.parametrize(
+    ("crash_at", "fewest", "most"),  # bounds on the number of ambiguous messages
+    [
+        ("after_claim", 0, 0),
+        ("after_sign:3", 0, 3),  # m1 and m2 may still be on the wire
+        ("after_handoff:2", 1, 3),  # the second to finish, and any still on the wire
+        ("after_record:2", 0, 3),
+        ("after_flush", 0, 0),
+    ],
+)
+def test_crash_with_parallel_handoffs_never_delivers_twice(local, sink, crash_at, fewest, most):
+    connections = 3
+    for message_id in MESSAGES:
+        local.enqueue(local.request(id=message_id, subject=message_id))
+
+    crashed = run_process(local, crash_at, connections=connections)
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-2000:]
+    restarted = run_process(local, connections=connections)
+    assert restarted.returncode == 0, restarted.stderr[-2000:]
+
+    delivered = delivered_subjects(local)
+    assert set(delivered.values()) <= {1}, "never delivered twice"
+    assert terminal_events(local) == Counter({(m, "alice@example.org"): 1 for m in MESSAGES})
+    failures = local.events("event_type = 'failure'")
+    ambiguous = {r["message_id"] for r in failures}
+    assert all(r["reason"].startswith("ambiguous_handoff") for r in failures)
+    assert set(MESSAGES) - ambiguous <= set(delivered), "every other message is delivered"
+    assert fewest <= len(ambiguous) <= most
+    assert not any((local.home / "inbox").glob("*.json"))
 
 
 def test_crash_with_a_duplicate_enqueued_meanwhile(local, sink):

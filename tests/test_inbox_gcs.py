@@ -8,83 +8,26 @@ interface, not for any Google API).
 from __future__ import annotations
 
 import json
-import os
 import tracemalloc
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from google.cloud import storage
 
-from notify_pipeline.delivery.base import (
-    HandoffResult,
-    OutgoingMessage,
-    RecipientOutcome,
-    RecipientStatus,
-    Transport,
-)
 from notify_pipeline.errors import ConfigError
-from notify_pipeline.identity import FileCertSource, LocalIssuer, TokenVerifier
 from notify_pipeline.inbox.base import Inbox
 from notify_pipeline.inbox.gcs import GcsInbox
 from notify_pipeline.inbox.gcs_store import REASON, CallLimits, GcsBatchStore
-from notify_pipeline.ledger.sqlite import SqliteLedger
-from notify_pipeline.pipeline import BatchSummary, Pipeline
-from notify_pipeline.policy import Domains
-from notify_pipeline.registry import load_registry
-from notify_pipeline.signing import DkimKeyStore, DkimSigner
 from tests.conftest import LocalDeployment
+from tests.helpers import MAX_BYTES, Harness, make_harness
 
 if TYPE_CHECKING:  # imported at run time by pytest_plugins, so that pytest rewrites its asserts
     from tests.emulators.gcs import GcsEmulator
 
 
-MAX_BYTES = 10 * 1024 * 1024
 LIMITS = CallLimits(timeout_seconds=10.0, retry_seconds=10.0)
-
-
-class RecordingTransport(Transport):
-    """Accepts every recipient and remembers each hand-off."""
-
-    def __init__(self) -> None:
-        self.sent: list[OutgoingMessage] = []
-
-    def send(self, message: OutgoingMessage) -> HandoffResult:
-        self.sent.append(message)
-        outcomes = tuple(RecipientOutcome(r, RecipientStatus.ACCEPTED, 250)
-                         for r in message.recipients)
-        return HandoffResult(f"rec-{len(self.sent)}", outcomes)
-
-
-@dataclass
-class Harness:
-    pipeline: Pipeline
-    transport: RecordingTransport
-    ledger: SqliteLedger
-
-    def run(self, inbox: Inbox, batch_id: str) -> BatchSummary:
-        return self.pipeline.process_batch(inbox, batch_id, owner=f"test|{os.getpid()}|0|t")
-
-
-def make_harness(local: LocalDeployment) -> Harness:
-    """The local deployment's registry, identity and DKIM keys, a real ledger, no provider."""
-    s = local.settings
-    issuer = LocalIssuer(s.keys_dir, s.local_issuer)
-    issuer.certs()  # creates the key and publishes certs.json for the verifier
-    verifier = TokenVerifier(certs=FileCertSource(issuer.certs_path),
-                             audience=s.deployment_audience, issuers=frozenset({s.local_issuer}))
-    keys = DkimKeyStore(s.keys_dir, s.dkim_selector)
-    signers: dict[str, DkimSigner] = {}
-    ledger = SqliteLedger(s.ledger_path)
-    transport = RecordingTransport()
-    pipeline = Pipeline(
-        registry=load_registry(s.registry), domains=Domains(s.domain, s.testing_domain),
-        verifier=verifier, ledger=ledger, transport=transport, max_request_bytes=MAX_BYTES,
-        signer_for=lambda d: signers.setdefault(d, DkimSigner(keys.key_for(d))),
-    )
-    return Harness(pipeline, transport, ledger)
 
 
 @pytest.fixture

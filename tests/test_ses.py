@@ -13,6 +13,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -348,3 +349,28 @@ def test_tag_encoding_refuses_what_no_request_id_holds(value: str) -> None:
 def test_tag_decoding_refuses_what_encoding_cannot_produce(tag: str) -> None:
     with pytest.raises(ValueError, match="not an encoded"):
         decode_tag_value(tag)
+
+
+def test_concurrent_sends_share_one_client_and_one_rate(ses: MotoServer) -> None:
+    """8 sends at once, 40 recipients at 40 a second with a bucket of 40: all arrive, and
+    the limiter still holds the total to the rate (the 40 after the burst need ~1 s)."""
+    with transport(max_send_rate=40.0, concurrency=8) as t:
+        assert t.concurrency == 8
+        start = time.monotonic()
+        with ThreadPoolExecutor(8) as threads:
+            results = list(threads.map(
+                t.send, [message(f"r{n}@example.net", message_id=f"m{n}") for n in range(80)]))
+        elapsed = time.monotonic() - start
+    assert len({r.provider_message_id for r in results}) == 80
+    assert len(ses.sent_raw_messages()) == 80
+    assert elapsed >= 0.9
+
+
+def test_limiter_holds_threads_together_to_the_rate() -> None:
+    """8 threads take 60 tokens from a bucket of 10 refilled at 100 a second: >= 0.5 s."""
+    limiter = SendRateLimiter(100, burst=10)
+    start = time.monotonic()
+    with ThreadPoolExecutor(8) as threads:
+        waits = list(threads.map(lambda _n: limiter.acquire(1), range(60)))
+    assert time.monotonic() - start >= 0.45
+    assert sum(1 for w in waits if w == 0) <= 11, "only the burst went through without waiting"

@@ -45,9 +45,11 @@ class Transport(ABC):
 
     `reports_delivery` is true when acceptance by the provider is the final delivery (a local SMTP
     sink); false when the provider reports delivery later through its own events (Amazon SES).
+    `concurrency` is how many `send` calls may run at once, from different threads.
     """
 
     reports_delivery: bool = True
+    concurrency: int = 1
 
     @abstractmethod
     def send(self, message: OutgoingMessage) -> HandoffResult:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping
 from enum import Enum
@@ -79,6 +80,7 @@ class SendRateLimiter:
 
     SES counts every recipient of a message as one email, so a send costs its recipient count.
     A message with more recipients than `burst` waits for a full bucket and leaves it in debt.
+    Thread-safe: concurrent senders queue for the bucket, and each waits its turn.
     """
 
     def __init__(
@@ -96,16 +98,18 @@ class SendRateLimiter:
         self._clock, self._sleep = clock, sleep
         self._tokens = self.burst
         self._updated = clock()
+        self._lock = threading.Lock()
 
     def acquire(self, cost: int) -> float:
         """Take `cost` tokens, sleeping until they are there; returns the seconds slept."""
-        self._refill()
-        wait = max(0.0, (min(cost, self.burst) - self._tokens) / self.rate)
-        if wait:
-            self._sleep(wait)
+        with self._lock:
             self._refill()
-        self._tokens -= cost
-        return wait
+            wait = max(0.0, (min(cost, self.burst) - self._tokens) / self.rate)
+            if wait:
+                self._sleep(wait)
+                self._refill()
+            self._tokens -= cost
+            return wait
 
     def _refill(self) -> None:
         now = self._clock()
@@ -125,6 +129,8 @@ class SesTransport(Transport):
 
     Every message uses `configuration_set` (whose event destination feeds provider events),
     unless `service_configuration_sets` names one for its service (a dedicated IP pool).
+    Up to `concurrency` sends may run at once: one boto3 client serves them all (boto3 clients
+    are thread-safe), and one rate limiter holds them all to `max_send_rate`.
 
     SES errors, by what to do next (the codes are in the class's tables):
     - throttling (`TooManyRequestsException`, `Throttling`, `LimitExceededException`, any 429)
@@ -153,6 +159,7 @@ class SesTransport(Transport):
         client: SesV2Client,
         configuration_set: str | None,
         max_send_rate: float,
+        concurrency: int = 1,
         service_configuration_sets: Mapping[str, str] | None = None,
         max_attempts: int = 4,
         backoff_seconds: float = 0.5,
@@ -161,6 +168,9 @@ class SesTransport(Transport):
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.concurrency = concurrency
         self.configuration_set = configuration_set
         self.service_configuration_sets = dict(service_configuration_sets or {})
         self.max_attempts = max_attempts
@@ -188,6 +198,7 @@ class SesTransport(Transport):
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             retries={"total_max_attempts": 1, "mode": "standard"},
+            max_pool_connections=max(10, int(kwargs.get("concurrency", 1))),  # one per send
         )
         client = boto3.session.Session().client(
             "sesv2", region_name=region, endpoint_url=endpoint_url, config=config
@@ -196,7 +207,7 @@ class SesTransport(Transport):
 
     def __repr__(self) -> str:
         return (f"SesTransport(configuration_set={self.configuration_set!r}, "
-                f"max_send_rate={self.limiter.rate})")
+                f"max_send_rate={self.limiter.rate}, concurrency={self.concurrency})")
 
     def send(self, message: OutgoingMessage) -> HandoffResult:
         """Hand `message` to SES; every recipient is ACCEPTED when SES returns a MessageId."""

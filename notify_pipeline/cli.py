@@ -233,6 +233,7 @@ def process_once(settings: Settings, *, max_rounds: int = 1000) -> dict[str, Any
 
     from notify_pipeline.definitions import build_definitions
     from notify_pipeline.profiles import resources_for
+    from notify_pipeline.sensors.worker import delivery_worker_sensor
 
     drain = settings.model_copy(update={"batch_max_age_seconds": 0.0})
     defs = build_definitions(drain)
@@ -242,6 +243,8 @@ def process_once(settings: Settings, *, max_rounds: int = 1000) -> dict[str, Any
     stages: Counter[str] = Counter()
     with _instance() as instance:
         for sensor in defs.sensors or []:
+            if sensor.name == delivery_worker_sensor.name:
+                continue  # a pass runs each batch itself; a worker run would outlive it
             job = defs.resolve_job_def(str(sensor.job_name))
             cursor: str | None = None
             seen: set[str] = set()

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import dagster as dg
 
-from notify_pipeline.jobs import deliver_batch, record_provider_events
+from notify_pipeline.jobs import deliver_batch, delivery_worker, record_provider_events
 from notify_pipeline.profiles import resources_for
 from notify_pipeline.sensors.inbox import inbox_sensor
 from notify_pipeline.sensors.provider_events import provider_events_sensor
+from notify_pipeline.sensors.worker import delivery_worker_sensor
 from notify_pipeline.settings import Settings
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
     resources = resources_for(settings)
     sensors = [inbox_sensor]
+    if settings.delivery_worker:
+        sensors.append(delivery_worker_sensor)
     if "provider_events" in resources:
         sensors.append(provider_events_sensor)
     return dg.Definitions(
-        jobs=[deliver_batch, record_provider_events],
+        jobs=[deliver_batch, delivery_worker, record_provider_events],
         sensors=sensors,
         resources=resources,
     )

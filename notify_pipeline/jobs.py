@@ -1,15 +1,17 @@
-"""The `deliver_batch` job: one staged batch of requests, delivered, then its events recorded.
+"""The delivery jobs: `deliver_batch` (one staged batch, delivered, then its events recorded) and
+`delivery_worker` (one long-lived run doing the same for every batch as it becomes ready).
 
-It runs in process (one step after another in the run worker): the work is I/O-bound and a
+They run in process (one step after another in the run worker): the work is I/O-bound and a
 process per step would cost more than the steps themselves.
 """
 
 
+import json
 from typing import Any
 
 import dagster as dg
 
-from notify_pipeline.ledger.base import current_owner
+from notify_pipeline.ledger.base import Ledger, current_owner
 from notify_pipeline.pipeline import BatchSummary, Pipeline, flush_events
 from notify_pipeline.resources import (
     DeploymentResource,
@@ -21,8 +23,10 @@ from notify_pipeline.resources import (
     TransportResource,
     WarehouseResource,
 )
+from notify_pipeline.worker import run_worker
 
 BATCH_TAG = "notify/batch"
+OWNER_TAG = "notify/owner"
 
 
 class BatchConfig(dg.Config):
@@ -43,19 +47,7 @@ def deliver(
 ) -> dg.Output[dict[str, Any]]:
     book = ledger.open()
     try:
-        pipeline = Pipeline(
-            registry=registry.load(),
-            domains=deployment.domains,
-            verifier=identity.verifier(),
-            ledger=book,
-            signer_for=signing.signer_for,
-            transport=transport.transport(),
-            lease_seconds=deployment.claim_lease_seconds,
-            retry_after_seconds=deployment.provider_retry_seconds,
-            max_message_attempts=deployment.max_message_attempts,
-            suppress_for=deployment.suppress_for,
-            max_request_bytes=deployment.max_request_bytes,
-        )
+        pipeline = build_pipeline(book, deployment, registry, identity, signing, transport)
         with pipeline.transport:
             summary = pipeline.process_batch(
                 inbox.open(), config.batch_id, owner=current_owner(context.run_id)
@@ -66,6 +58,76 @@ def deliver(
         context.log.warning(f"rejected {example}")
     _tag_run(context, summary)
     return dg.Output(summary.as_dict(), metadata=_metadata(summary))
+
+
+def build_pipeline(
+    book: Ledger,
+    deployment: DeploymentResource,
+    registry: RegistryResource,
+    identity: IdentityResource,
+    signing: SigningResource,
+    transport: TransportResource,
+) -> Pipeline:
+    """The one way a run builds its pipeline, so both delivery jobs behave the same."""
+    return Pipeline(
+        registry=registry.load(),
+        domains=deployment.domains,
+        verifier=identity.verifier(),
+        ledger=book,
+        signer_for=signing.signer_for,
+        transport=transport.transport(),
+        lease_seconds=deployment.claim_lease_seconds,
+        retry_after_seconds=deployment.provider_retry_seconds,
+        max_message_attempts=deployment.max_message_attempts,
+        suppress_for=deployment.suppress_for,
+        max_request_bytes=deployment.max_request_bytes,
+    )
+
+
+@dg.op(
+    description="Stage the inbox and deliver every ready batch as it comes, for up to"
+    " `worker_max_seconds`; one more owner under the ledger's leases, like a deliver_batch run.",
+)
+def work_inbox(
+    context: dg.OpExecutionContext,
+    deployment: DeploymentResource,
+    registry: RegistryResource,
+    identity: IdentityResource,
+    signing: SigningResource,
+    transport: TransportResource,
+    ledger: LedgerResource,
+    inbox: InboxResource,
+    warehouse: WarehouseResource,
+) -> dg.Output[dict[str, Any]]:
+    owner = current_owner(context.run_id)
+    # The sensors tell a live worker from one whose process died without ending its run.
+    context.instance.add_run_tags(context.run_id, {OWNER_TAG: owner})
+
+    def log_batch(summary: BatchSummary) -> None:
+        for example in summary.reject_examples:
+            context.log.warning(f"rejected {example}")
+        context.log.info(f"batch {summary.batch_id}: {json.dumps(summary.as_dict())}")
+
+    totals = run_worker(
+        inbox=inbox.open(),
+        open_ledger=ledger.open,
+        make_pipeline=lambda book: build_pipeline(
+            book, deployment, registry, identity, signing, transport
+        ),
+        warehouse=warehouse.open(),
+        owner=owner,
+        max_items=deployment.batch_max_size,
+        max_age_seconds=deployment.batch_max_age_seconds,
+        poll_seconds=deployment.worker_poll_seconds,
+        max_seconds=deployment.worker_max_seconds,
+        on_batch=log_batch,
+    )
+    data = totals.as_dict()
+    meta: dict[str, Any] = {
+        key: dg.MetadataValue.int(value) for key, value in data.items() if isinstance(value, int)
+    }
+    meta["rejected_by_reason"] = dg.MetadataValue.json(data["rejected"])
+    return dg.Output(data, metadata=meta)
 
 
 @dg.op(description="Copy the batch's events from the ledger outbox into the warehouse.")
@@ -132,6 +194,16 @@ def _tag_run(context: dg.OpExecutionContext, summary: BatchSummary) -> None:
 )
 def deliver_batch() -> None:
     record_events(deliver())
+
+
+@dg.job(
+    description="Stage the inbox and deliver every batch as it becomes ready, in one long-lived"
+    " run; `delivery_worker_sensor` keeps one going.",
+    executor_def=dg.in_process_executor,
+    tags={"notify/kind": "worker"},
+)
+def delivery_worker() -> None:
+    work_inbox()
 
 
 @dg.job(

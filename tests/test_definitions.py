@@ -19,10 +19,13 @@ def test_definitions_graph_snapshot(local):
     defs = build_definitions(local.settings)
     dg.Definitions.validate_loadable(defs)
     assert sorted(j.name for j in defs.resolve_all_job_defs()) == [
-        "deliver_batch", "record_provider_events"]
-    assert [s.name for s in defs.sensors or []] == ["inbox_sensor"], "no provider events locally"
+        "deliver_batch", "delivery_worker", "record_provider_events"]
+    assert [s.name for s in defs.sensors or []] == [
+        "inbox_sensor", "delivery_worker_sensor"], "no provider events locally"
     job = defs.resolve_job_def("deliver_batch")
     assert [n.name for n in job.nodes_in_topological_order] == ["deliver", "record_events"]
+    worker = defs.resolve_job_def("delivery_worker")
+    assert [n.name for n in worker.nodes_in_topological_order] == ["work_inbox"]
     assert sorted(resources_for(local.settings)) == [
         "deployment", "identity", "inbox", "ledger", "registry", "signing", "transport",
         "warehouse",

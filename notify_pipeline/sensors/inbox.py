@@ -3,6 +3,10 @@
 Run keys are `<batch id>.<attempt>`: the same batch in the same state always yields the same key,
 so Dagster launches it once; a batch whose run crashed (its lease owner is dead) or that handed
 messages back for a retry gets the next attempt number, and so a new run.
+
+While a `delivery_worker` run is queued or in progress the sensor leaves the inbox to it (one
+stager at a time); per-batch runs are the fallback when there is none, and what `notify process`
+uses.
 """
 
 
@@ -11,25 +15,12 @@ import json
 import dagster as dg
 
 from notify_pipeline.events import utcnow
-from notify_pipeline.faults import crashpoint
 from notify_pipeline.inbox.base import Inbox
 from notify_pipeline.jobs import BATCH_TAG, deliver_batch
 from notify_pipeline.ledger.base import Ledger
 from notify_pipeline.resources import DeploymentResource, InboxResource, LedgerResource
-
-MAX_BATCHES_PER_TICK = 20
-
-
-def stage_batches(inbox: Inbox, *, max_items: int, max_age_seconds: float) -> list[str]:
-    """Stage as many full (or old enough) batches as are waiting, up to a per-tick bound."""
-    staged: list[str] = []
-    while len(staged) < MAX_BATCHES_PER_TICK:
-        batch_id = inbox.stage(max_items=max_items, max_age_seconds=max_age_seconds, now=utcnow())
-        if batch_id is None:
-            break
-        staged.append(batch_id)
-        crashpoint("after_stage")
-    return staged
+from notify_pipeline.sensors.worker import active_worker
+from notify_pipeline.worker import stage_batches
 
 
 def batch_run_requests(inbox: Inbox, ledger: Ledger) -> list[dg.RunRequest]:
@@ -61,6 +52,11 @@ def inbox_sensor(
     inbox: InboxResource,
     ledger: LedgerResource,
 ) -> dg.SensorResult | dg.SkipReason:
+    worker = active_worker(context.instance)
+    if worker is not None:
+        return dg.SkipReason(
+            f"delivery worker run {worker.run_id} is {worker.status.value}; it has the inbox"
+        )
     box = inbox.open()
     staged = stage_batches(
         box,

@@ -1,0 +1,220 @@
+"""The delivery worker loop: one long-lived owner that stages the inbox and runs every ready batch.
+
+A run per batch pays a sensor tick and a fresh interpreter before its first hand-off; a worker that
+is already running pays neither, which is what keeps light-load latency under a second. It does
+exactly what a `deliver_batch` run does per batch (`Pipeline.process_batch`, then
+`flush_events`), so exactly-once stays the ledger's: a batch is taken under its lease, and a batch
+held by another owner (a `deliver_batch` run, a second worker) is skipped. Plain Python, so it can
+be tested, and run, without Dagster.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass, field
+from typing import Any
+
+from notify_pipeline.events import utcnow
+from notify_pipeline.faults import crashpoint
+from notify_pipeline.inbox.base import Inbox
+from notify_pipeline.ledger.base import Ledger
+from notify_pipeline.pipeline import BatchSummary, Pipeline, flush_events
+from notify_pipeline.warehouse.base import Warehouse
+
+log = logging.getLogger(__name__)
+
+# Bounds one staging pass, so a flood of requests cannot keep a sensor tick (or the worker) from
+# running what it staged.
+MAX_BATCHES_PER_PASS = 20
+# The longest pause after passes that keep failing (e.g. the ledger is unreachable).
+MAX_FAILURE_PAUSE_SECONDS = 30.0
+
+_COUNTS = ("requests", "delivered", "bounced", "failed", "ambiguous", "duplicates", "deferred")
+
+
+def stage_batches(inbox: Inbox, *, max_items: int, max_age_seconds: float) -> list[str]:
+    """Stage as many full (or old enough) batches as are waiting, up to a per-pass bound."""
+    staged: list[str] = []
+    while len(staged) < MAX_BATCHES_PER_PASS:
+        batch_id = inbox.stage(max_items=max_items, max_age_seconds=max_age_seconds, now=utcnow())
+        if batch_id is None:
+            break
+        staged.append(batch_id)
+        crashpoint("after_stage")
+    return staged
+
+
+def ready_batches(inbox: Inbox, ledger: Ledger) -> list[str]:
+    """Staged batches no live owner holds and whose retry delay has passed, oldest first."""
+    now = utcnow()
+    return [b for b in inbox.batches() if ledger.batch_status(b, now=now).ready]
+
+
+@dataclass
+class WorkerTotals:
+    """What one worker loop did, summed over its batches (`events`: written to the warehouse)."""
+
+    batches: int = 0
+    staged: int = 0
+    errors: int = 0  # batches that raised unexpectedly; their lease decides when they run again
+    requests: int = 0
+    delivered: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    bounced: int = 0
+    failed: int = 0
+    ambiguous: int = 0
+    duplicates: int = 0
+    deferred: int = 0
+    events: int = 0
+
+    def add(self, summary: BatchSummary) -> None:
+        self.batches += 1
+        for name in _COUNTS:
+            setattr(self, name, getattr(self, name) + getattr(summary, name))
+        self.rejected.update(summary.rejected)
+
+    def as_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            name: getattr(self, name) for name in ("batches", "staged", "errors", *_COUNTS)
+        }
+        data["rejected"] = dict(sorted(self.rejected.items()))
+        data["events"] = self.events
+        return data
+
+
+def run_worker(
+    *,
+    inbox: Inbox,
+    open_ledger: Callable[[], Ledger],
+    make_pipeline: Callable[[Ledger], Pipeline],
+    warehouse: Warehouse,
+    owner: str,
+    max_items: int,
+    max_age_seconds: float,
+    poll_seconds: float,
+    max_seconds: float,
+    stop: threading.Event | None = None,
+    on_batch: Callable[[BatchSummary], None] | None = None,
+) -> WorkerTotals:
+    """Stage and deliver until `max_seconds` have passed or `stop` is set, then return totals.
+
+    Both are checked between batches only: the batch in hand is always finished. An exception
+    from one batch is logged and the loop goes on with the others; the failed batch runs again
+    when its lease's retry delay allows, so it is never retried in a hot loop. A pass that fails
+    outside any batch (the inbox or ledger unreachable) is logged and retried with a growing
+    pause. Interrupts (BaseException) propagate: `process_batch` releases the batch lease on the
+    way out.
+    """
+    stop = stop or threading.Event()
+    deadline = time.monotonic() + max_seconds
+    worker = _Worker(inbox, open_ledger, make_pipeline, warehouse, owner, on_batch)
+    failures = 0
+    try:
+        while not stop.is_set() and time.monotonic() < deadline:
+            pause = poll_seconds
+            try:
+                worked = worker.one_pass(max_items, max_age_seconds, stop, deadline)
+                failures = 0
+            except Exception:
+                failures += 1
+                pause = min(poll_seconds * 2**failures, MAX_FAILURE_PAUSE_SECONDS)
+                log.exception("delivery worker pass failed; next pass in %.1f s", pause)
+                worker.totals.errors += 1
+                worker.discard_ledger()
+                worked = False
+            if not worked:
+                stop.wait(max(0.0, min(pause, deadline - time.monotonic())))
+    finally:
+        worker.discard_ledger()
+    return worker.totals
+
+
+class _Worker:
+    """The loop's state: its ledger connection (reopened after trouble), pipeline and totals."""
+
+    def __init__(
+        self,
+        inbox: Inbox,
+        open_ledger: Callable[[], Ledger],
+        make_pipeline: Callable[[Ledger], Pipeline],
+        warehouse: Warehouse,
+        owner: str,
+        on_batch: Callable[[BatchSummary], None] | None,
+    ) -> None:
+        self.inbox = inbox
+        self.open_ledger = open_ledger
+        self.make_pipeline = make_pipeline
+        self.warehouse = warehouse
+        self.owner = owner
+        self.on_batch = on_batch
+        self.totals = WorkerTotals()
+        self._opened: tuple[Ledger, Pipeline] | None = None
+        self._unflushed = False  # a flush failed: events wait in the ledger outbox
+
+    def one_pass(
+        self, max_items: int, max_age_seconds: float, stop: threading.Event, deadline: float
+    ) -> bool:
+        """Stage what is waiting, then run every ready batch; True if any batch was run."""
+        self.totals.staged += len(
+            stage_batches(self.inbox, max_items=max_items, max_age_seconds=max_age_seconds)
+        )
+        worked = False
+        for batch_id in ready_batches(self.inbox, self._open()[0]):
+            if stop.is_set() or time.monotonic() >= deadline:
+                break
+            try:
+                ran = self._run_batch(batch_id)
+            except Exception:
+                log.exception("batch %s failed; it runs again when its lease allows", batch_id)
+                self.totals.errors += 1
+                self.discard_ledger()  # its connection may be what broke
+                continue
+            worked = worked or ran
+        if not worked and self._unflushed:
+            self._flush()  # raises again if the warehouse is still away: the pass backs off
+        return worked
+
+    def _run_batch(self, batch_id: str) -> bool:
+        """Run one batch and flush its events; True if any of its requests reached an outcome.
+
+        False when another owner held it or had already finished it (we listed it as ready just
+        before it did), or when it only handed everything back: then the loop pauses before its
+        next pass instead of taking the batch again at once.
+        """
+        _, pipeline = self._open()
+        with pipeline.transport:  # one SMTP session per batch: idle ones get dropped
+            summary = pipeline.process_batch(self.inbox, batch_id, owner=self.owner)
+        if summary.attempt is None or not summary.requests:
+            return False
+        self.totals.add(summary)
+        if self.on_batch is not None:
+            self.on_batch(summary)
+        try:
+            self._flush()
+        except Exception:
+            log.exception("writing events to the warehouse failed; they stay in the ledger"
+                          " outbox until the next flush")
+            self.totals.errors += 1
+        return summary.requests > summary.deferred
+
+    def _flush(self) -> None:
+        self._unflushed = True
+        self.totals.events += flush_events(self._open()[0], self.warehouse)
+        self._unflushed = False
+
+    def _open(self) -> tuple[Ledger, Pipeline]:
+        if self._opened is None:
+            ledger = self.open_ledger()
+            self._opened = (ledger, self.make_pipeline(ledger))
+        return self._opened
+
+    def discard_ledger(self) -> None:
+        opened, self._opened = self._opened, None
+        if opened is not None:
+            with suppress(Exception):
+                opened[0].close()

@@ -1,11 +1,14 @@
 """`notify up`, the local profile's main job: the SMTP sink plus `dagster dev`, daemon and all.
 
-This is the path users run: the real sensor daemon stages the inbox and launches `deliver_batch`
-runs in their own processes. It takes tens of seconds, so it runs once with several requests.
+This is the path users run: the real sensor daemon keeps a `delivery_worker` run going, which
+stages the inbox and delivers; terminating it from the UI makes the sensor start the next one,
+and stopping `notify up` stops every process it started. It takes a minute or two, so it runs
+once with several requests.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,8 +17,11 @@ import time
 import urllib.request
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
+from notify_pipeline.jobs import OWNER_TAG
+from notify_pipeline.sensors.worker import ACTIVE_STATUSES
 from tests.conftest import free_port
 from tests.helpers import REPO
 
@@ -38,7 +44,8 @@ def ui_ready(port: int) -> bool:
         return False
 
 
-def test_notify_up_delivers_through_the_sensor_daemon_and_stops_on_sigterm(local, tmp_path):
+def test_notify_up_delivers_through_the_worker_run_and_stops_everything_on_sigterm(local,
+                                                                                 tmp_path):
     ui_port = free_port()
     env = {**os.environ, **local.env,
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
@@ -46,27 +53,94 @@ def test_notify_up_delivers_through_the_sensor_daemon_and_stops_on_sigterm(local
     proc = subprocess.Popen([sys.executable, "-m", "notify_pipeline.cli", "up", "--port",
                              str(ui_port)], cwd=REPO, env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
+    instance = None
     try:
         wait_for(lambda: ui_ready(ui_port), 120, "the Dagster UI")
+        instance = dg.DagsterInstance.from_config(str(local.home / "dagster"))
+        first = started_worker(instance, 180)
         local.enqueue(local.request(id="up-1"))
         local.enqueue(local.request(id="up-2", cc=["carol@example.org"]))
         local.enqueue(local.request(id="up-3", service="nobody"))
         wait_for(lambda: len(local.maildir()) == 2 and len(local.events("event_type = 'reject'"))
-                 == 1, 180, "two deliveries and one reject")
+                 == 1, 60, "two deliveries and one reject")
         wait_for(lambda: len(local.events("event_type = 'delivery'")) == 3, 60, "events")
+        assert batch_lines(instance, first.run_id) == {"delivered": 2, "requests": 3}
+        assert not instance.get_runs(dg.RunsFilter(job_name="deliver_batch")), (
+            "the inbox sensor left the inbox to the worker")
+
+        # Terminate the worker as the UI's Terminate button does; the sensor starts the next.
+        assert instance.run_coordinator.cancel_run(first.run_id)
+        wait_for(lambda: status_of(instance, first.run_id) in FINISHED, 30,
+                 "the terminated worker run to end")
+        assert status_of(instance, first.run_id) is dg.DagsterRunStatus.CANCELED
+        second = started_worker(instance, 180)
+        assert second.run_id != first.run_id
+        assert second.tags["dagster/sensor_name"] == "delivery_worker_sensor"
+        assert second.tags["dagster/run_key"] == "worker.1"
+        local.enqueue(local.request(id="up-4"))
+        wait_for(lambda: len(local.maildir()) == 3, 60, "the next worker's delivery")
+        wait_for(lambda: batch_lines(instance, second.run_id)["delivered"] == 1, 30,
+                 "the next worker's batch log line")
+
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0 or proc.returncode in (-signal.SIGTERM, 130)
-        wait_for(lambda: not _group_alive(proc.pid), 60, "dagster dev and its children to stop")
+        assert proc.wait(timeout=120) == 0 or proc.returncode in (-signal.SIGTERM, 130)
+        assert not session_members(proc.pid), "notify up returned with processes still running"
+        unfinished = instance.get_runs(dg.RunsFilter(statuses=list(ACTIVE_STATUSES)))
+        assert not unfinished, "no run is left queued or in progress"
     finally:
-        if _group_alive(proc.pid):
-            os.killpg(proc.pid, signal.SIGKILL)
+        for pid in session_members(proc.pid):
+            os.kill(pid, signal.SIGKILL)
+        if instance is not None:
+            instance.dispose()
         log.close()
-    assert {r["message_id"] for r in local.events("event_type = 'delivery'")} == {"up-1", "up-2"}
+    assert {r["message_id"] for r in local.events("event_type = 'delivery'")} == {
+        "up-1", "up-2", "up-4"}
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+FINISHED = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE,
+            dg.DagsterRunStatus.CANCELED)
+
+
+def started_worker(instance: dg.DagsterInstance, timeout: float) -> dg.DagsterRun:
+    """Wait for a delivery_worker run that is STARTED and has told the sensors who it is."""
+    found: list[dg.DagsterRun] = []
+
+    def ready() -> bool:
+        found[:] = [r for r in instance.get_runs(dg.RunsFilter(
+            job_name="delivery_worker", statuses=[dg.DagsterRunStatus.STARTED]))
+            if OWNER_TAG in r.tags]
+        return bool(found)
+
+    wait_for(ready, timeout, "a started delivery_worker run")
+    assert len(found) == 1, "exactly one worker"
+    return found[0]
+
+
+def status_of(instance: dg.DagsterInstance, run_id: str) -> dg.DagsterRunStatus:
+    run = instance.get_run_by_id(run_id)
+    assert run is not None
+    return run.status
+
+
+def batch_lines(instance: dg.DagsterInstance, run_id: str) -> dict[str, int]:
+    """Requests and deliveries summed over the run's one-line-per-batch log messages."""
+    totals = {"delivered": 0, "requests": 0}
+    for entry in instance.all_logs(run_id):
+        if entry.user_message.startswith("batch "):
+            summary = json.loads(entry.user_message.split(": ", 1)[1])
+            for key in totals:
+                totals[key] += summary[key]
+    return totals
+
+
+def session_members(sid: int) -> list[int]:
+    """Live (not zombie) processes of the session `notify up` leads: it and all it started."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if fields[0] not in ("Z", "X") and int(fields[3]) == sid:
+            members.append(int(stat.parent.name))
+    return members

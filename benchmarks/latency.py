@@ -3,7 +3,8 @@
     python -m benchmarks.latency [--quick] [--rate 1.0] [--seconds 300]
 
 Starts `notify up` exactly as a user does (the SMTP sink plus `dagster dev`: webserver, daemon,
-code server), waits for the UI, delivers one warm-up request, then enqueues one request per
+code server), waits for the UI and for the `delivery_worker` run the default deployment keeps
+going, delivers one warm-up request, then enqueues one request per
 second (`--quick`: for 30 s instead of 5 minutes) with `LocalInbox.write_request`. Latency is
 from just before the request is written to the moment the sink accepted the message: the mtime
 of its Maildir file, which the sink writes just before its fsync and its 250 reply.
@@ -59,26 +60,55 @@ def ui_ready(port: int) -> bool:
         return False
 
 
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+def session_members(sid: int) -> list[int]:
+    """Live (not zombie) processes of the session `notify up` leads: it and all it started
+    (`dagster dev` runs in a process group of its own, in the same session)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if fields[0] not in ("Z", "X") and int(fields[3]) == sid:
+            members.append(int(stat.parent.name))
+    return members
 
 
 def stop_up(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM as a user's service manager would; then make sure the whole group is gone."""
+    """SIGTERM as a user's service manager would; then make sure every process is gone."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=60)
+            proc.wait(timeout=90)
     deadline = time.monotonic() + 30
-    while group_alive(proc.pid) and time.monotonic() < deadline:
+    while session_members(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.2)
-    if group_alive(proc.pid):
-        os.killpg(proc.pid, signal.SIGKILL)
+    for pid in session_members(proc.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     proc.wait()
+
+
+def worker_started(dagster_home: Path) -> bool:
+    """True once a `delivery_worker` run is running its loop (it has tagged itself)."""
+    import dagster as dg
+
+    from notify_pipeline.jobs import OWNER_TAG
+
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        runs = instance.get_runs(dg.RunsFilter(job_name="delivery_worker",
+                                               statuses=[dg.DagsterRunStatus.STARTED]))
+        return any(OWNER_TAG in run.tags for run in runs)
+
+
+def runs_by_job(dagster_home: Path) -> dict[str, int]:
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        counts: dict[str, int] = {}
+        for run in instance.get_runs():
+            counts[run.job_name] = counts.get(run.job_name, 0) + 1
+        return counts
 
 
 def accepted_at(mail_dir: Path) -> dict[str, float]:
@@ -91,6 +121,7 @@ def run(seconds: float, per_second: float, workdir: Path) -> dict[str, Any]:
     from notify_pipeline.inbox.local import LocalInbox
 
     deployment = Deployment.create(workdir, "latency")
+    dagster_home = deployment.home / "dagster"
     ui_port = free_port()
     count = max(1, round(seconds * per_second))
     with (workdir / "up.log").open("wb") as log:
@@ -103,6 +134,9 @@ def run(seconds: float, per_second: float, workdir: Path) -> dict[str, Any]:
             started = time.monotonic()
             wait_for(lambda: ui_ready(ui_port), 180, "the Dagster UI")
             ui_seconds = time.monotonic() - started
+            # The default deployment delivers through the delivery_worker run: measure that.
+            wait_for(lambda: worker_started(dagster_home), 300, "the delivery worker run")
+            worker_seconds = time.monotonic() - started
             token = deployment.token()
             inbox = LocalInbox(deployment.home)
             inbox.write_request(request_body(token, "warm", 0), request_name("warm", 0))
@@ -118,6 +152,7 @@ def run(seconds: float, per_second: float, workdir: Path) -> dict[str, Any]:
                      "every message to be delivered")
         finally:
             stop_up(proc)
+    runs = runs_by_job(dagster_home)
     accepted = accepted_at(deployment.mail_dir)
     latencies = sorted(accepted[r] - t for r, t in enqueued.items() if r in accepted)
     return {
@@ -129,6 +164,8 @@ def run(seconds: float, per_second: float, workdir: Path) -> dict[str, Any]:
         "messages": count,
         "delivered": len(latencies),
         "dagster_ui_ready_seconds": round(ui_seconds, 1),
+        "worker_started_seconds": round(worker_seconds, 1),
+        "runs": runs,
         "batches": _batches(deployment.home / "ledger.sqlite3"),
         "latency_seconds": _summary(latencies),
     }

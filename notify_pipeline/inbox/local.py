@@ -8,6 +8,7 @@ The receive time of a request is its file's mtime, which a rename preserves.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -25,33 +26,34 @@ class LocalInbox(Inbox):
         self.batch_dir = home / "batches"
         self.rejected_dir = home / "rejected"
 
-    def _waiting_files(self) -> list[tuple[int, str]]:
+    def _waiting_files(self) -> Iterator[tuple[int, str]]:
+        """(mtime in ns, name) of every waiting request, in directory order.
+
+        A generator, so a backlog of any size costs no memory here: `stage` keeps only the
+        oldest `max_items` of it.
+        """
         try:
-            entries = list(os.scandir(self.inbox_dir))
+            with os.scandir(self.inbox_dir) as entries:
+                for entry in entries:
+                    if entry.name.endswith(".json") and not entry.name.startswith("."):
+                        try:
+                            yield entry.stat().st_mtime_ns, entry.name
+                        except FileNotFoundError:
+                            continue
         except FileNotFoundError:
-            return []
-        found = []
-        for entry in entries:
-            if entry.name.endswith(".json") and not entry.name.startswith("."):
-                try:
-                    found.append((entry.stat().st_mtime_ns, entry.name))
-                except FileNotFoundError:
-                    continue
-        found.sort()
-        return found
+            return
 
     def waiting(self) -> int:
-        return len(self._waiting_files())
+        return sum(1 for _ in self._waiting_files())
 
     def stage(self, *, max_items: int, max_age_seconds: float, now: datetime) -> str | None:
         self._complete_half_staged()
-        files = self._waiting_files()
-        if not files:
+        chosen = heapq.nsmallest(max_items, self._waiting_files())  # oldest first
+        if not chosen:
             return None
-        oldest_age = now.timestamp() - files[0][0] / 1e9
-        if len(files) < max_items and oldest_age < max_age_seconds:
+        oldest_age = now.timestamp() - chosen[0][0] / 1e9
+        if len(chosen) < max_items and oldest_age < max_age_seconds:
             return None
-        chosen = files[:max_items]
         batch_id = _batch_id(chosen)
         staging = self.batch_dir / f"{STAGING_PREFIX}{batch_id}"
         staging.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,63 @@
+"""The local inbox: a folder of request files, staged into batch folders oldest first."""
+
+from __future__ import annotations
+
+import os
+import tracemalloc
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from notify_pipeline.inbox.local import LocalInbox
+
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+
+
+def write(box: LocalInbox, name: str, received: datetime) -> None:
+    path = box.write_request(b"{}", name)
+    os.utime(path, (received.timestamp(), received.timestamp()))
+
+
+def staged_names(box: LocalInbox, batch_id: str) -> list[str]:
+    return sorted(item.key for item in box.read(batch_id))
+
+
+def test_stage_takes_the_oldest_by_receive_time_not_by_name(tmp_path: Path) -> None:
+    box = LocalInbox(tmp_path)
+    for n, name in enumerate(["a.json", "b.json", "c.json", "d.json"]):
+        write(box, name, NOW - timedelta(seconds=n))  # d is the oldest, a the newest
+
+    batch_id = box.stage(max_items=2, max_age_seconds=60, now=NOW)
+
+    assert batch_id is not None
+    assert staged_names(box, batch_id) == ["c.json", "d.json"]
+    assert box.waiting() == 2
+
+
+def test_stage_waits_for_a_full_batch_or_an_old_enough_request(tmp_path: Path) -> None:
+    box = LocalInbox(tmp_path)
+    write(box, "a.json", NOW - timedelta(seconds=1))
+    assert box.stage(max_items=2, max_age_seconds=5, now=NOW) is None, "not full, not old"
+    assert box.stage(max_items=1, max_age_seconds=5, now=NOW) is not None, "full"
+    write(box, "b.json", NOW - timedelta(seconds=10))
+    assert box.stage(max_items=2, max_age_seconds=5, now=NOW) is not None, "old enough"
+    assert box.waiting() == 0
+    assert box.stage(max_items=2, max_age_seconds=0, now=NOW) is None, "nothing waiting"
+
+
+def test_staging_from_a_large_backlog_holds_one_batch_in_memory(tmp_path: Path) -> None:
+    """Staging 10 of 5,000 waiting requests must not list all 5,000 in memory at once (it
+    did: a 90,000-request backlog cost ~70 MB per staging pass)."""
+    box = LocalInbox(tmp_path)
+    for n in range(5000):
+        write(box, f"r{n:05d}.json", NOW - timedelta(seconds=n))
+
+    tracemalloc.start()
+    try:
+        batch_id = box.stage(max_items=10, max_age_seconds=60, now=NOW)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert batch_id is not None
+    assert staged_names(box, batch_id) == [f"r{n:05d}.json" for n in range(4990, 5000)]
+    assert peak < 200_000, f"staging held {peak} bytes"

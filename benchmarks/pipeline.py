@@ -1,17 +1,22 @@
-"""The pipeline end to end, measured the way `notify process` runs it.
+"""The pipeline end to end, on either of its two run models.
 
-A driver process (this module run with `--drive`) calls `notify_pipeline.cli.process_once` in a
-loop: each call evaluates the real `inbox_sensor` and executes every `deliver_batch` run it asks
-for with `execute_in_process` (parse, authenticate, policy, claim, render, sign, SMTP hand-off,
-ledger, then `record_events` into DuckDB), on an ephemeral Dagster instance as `notify process`
-uses without DAGSTER_HOME. Per-stage seconds are the runs' `stage_seconds`, summed.
+A driver process (this module run with `--drive`) delivers the requests:
+- `--path worker` (the default deployment): the `delivery_worker` run's own loop,
+  `notify_pipeline.worker.run_worker`, with its pipeline built by `jobs.build_pipeline` from the
+  profile's resources. It stages the inbox, runs each ready batch (parse, authenticate, policy,
+  claim, render, sign, SMTP hand-off, ledger) and writes its events into DuckDB after each one.
+  Dagster's own cost here is one run start an hour, which the driver's warm-up stands for.
+- `--path runs` (`notify process`, and the fallback when no worker runs):
+  `notify_pipeline.cli.process_once` in a loop; each call evaluates the real `inbox_sensor` and
+  executes every `deliver_batch` run it asks for with `execute_in_process` on an ephemeral
+  Dagster instance.
+Per-stage seconds are the batches' `stage_seconds`, summed.
 
 The driver is started and warmed up (imports, one empty pass) before the clock starts, as a
 running service would be. The clock starts when the first request is written: four client
 threads in the parent write the requests into the inbox (`LocalInbox.write_request`, fsync per
 request) while the driver drains it. It stops at the last event's `recorded_at` in DuckDB.
 """
-
 from __future__ import annotations
 
 import argparse
@@ -39,24 +44,35 @@ from benchmarks.harness import (
     stop,
 )
 
-MACHINERY = (
-    "notify_pipeline.cli.process_once in a loop (the `notify process` path: real inbox_sensor,"
-    " deliver_batch via execute_in_process, ephemeral instance); requests written concurrently"
-    " by 4 client threads"
-)
+MACHINERY = {
+    "worker": (
+        "the delivery_worker run's loop (notify_pipeline.worker.run_worker, its pipeline built by"
+        " jobs.build_pipeline from the profile's resources), as the default deployment runs it:"
+        " stage, decide, claim, render, sign, SMTP hand-off, ledger, events into DuckDB after"
+        " each batch; requests written concurrently by 4 client threads"
+    ),
+    "runs": (
+        "notify_pipeline.cli.process_once in a loop (the `notify process` path: real inbox_sensor,"
+        " one deliver_batch run per batch via execute_in_process, ephemeral instance); requests"
+        " written concurrently by 4 client threads"
+    ),
+}
 WRITER_THREADS = 4
 
 
-def measure(root: Path, messages: int, log: IO[bytes], *, prefix: str = "pipe") -> dict[str, Any]:
-    """Deliver `messages` requests through the pipeline; returns rates, stages and memory."""
-    deployment = Deployment.create(root, f"pipeline-{messages}")
+def measure(
+    root: Path, messages: int, log: IO[bytes], *, path: str = "worker", prefix: str = "pipe"
+) -> dict[str, Any]:
+    """Deliver `messages` requests through the pipeline on `path` (`worker`: the default
+    deployment's delivery worker run; `runs`: a run per batch); returns rates, stages, memory."""
+    deployment = Deployment.create(root, f"pipeline-{path}-{messages}")
     token = deployment.token()
     bodies = [(request_name(prefix, i), request_body(token, prefix, i)) for i in range(messages)]
     timeout = 300 + messages / 10
     with sink_process(deployment, log) as sink:
         driver = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.pipeline", "--drive", "--messages",
-             str(messages), "--timeout", str(timeout)],
+            [sys.executable, "-m", "benchmarks.pipeline", "--drive", "--path", path,
+             "--messages", str(messages), "--timeout", str(timeout)],
             env=deployment.env, cwd=REPO,
             stdout=subprocess.PIPE, stderr=log,
         )
@@ -80,7 +96,8 @@ def measure(root: Path, messages: int, log: IO[bytes], *, prefix: str = "pipe") 
     events = _events(deployment)
     seconds = events["last_recorded_at"] - first
     return {
-        "machinery": MACHINERY,
+        "path": path,
+        "machinery": MACHINERY[path],
         "messages": messages,
         "seconds": round(seconds, 3),
         "per_second": rate(drive["delivered"], seconds),
@@ -154,6 +171,52 @@ def _events(deployment: Deployment) -> dict[str, Any]:
     return {"by_type": by_type, "last_recorded_at": row[0].timestamp()}
 
 
+def drive_worker(messages: int, timeout: float) -> dict[str, Any]:
+    """The driver process on the worker path: the `delivery_worker` run's loop (`run_worker`,
+    its pipeline built by `jobs.build_pipeline` from the profile's resources), started and
+    warmed up, then stopped once every request is done."""
+    import threading
+
+    import dagster as dg
+
+    from notify_pipeline.jobs import build_pipeline
+    from notify_pipeline.ledger.base import current_owner
+    from notify_pipeline.pipeline import BatchSummary
+    from notify_pipeline.profiles import resources_for
+    from notify_pipeline.settings import Settings
+    from notify_pipeline.worker import run_worker
+
+    settings = Settings()
+    totals: Counter[str] = Counter()
+    stages: Counter[str] = Counter()
+    stop = threading.Event()
+
+    def on_batch(summary: BatchSummary) -> None:
+        totals.update({k: v for k, v in summary.as_dict().items() if isinstance(v, int)})
+        totals["batches"] += 1
+        stages.update(summary.stage_seconds)
+        if totals["requests"] >= messages:
+            stop.set()
+
+    with dg.build_resources(resources_for(settings)) as r:
+        def work(seconds: float, until: threading.Event) -> None:
+            run_worker(
+                inbox=r.inbox.open(), open_ledger=r.ledger.open,
+                make_pipeline=lambda book: build_pipeline(
+                    book, r.deployment, r.registry, r.identity, r.signing, r.transport),
+                warehouse=r.warehouse.open(), owner=current_owner("benchmark-worker"),
+                max_items=r.deployment.batch_max_size,
+                max_age_seconds=r.deployment.batch_max_age_seconds,
+                poll_seconds=r.deployment.worker_poll_seconds, max_seconds=seconds,
+                stop=until, on_batch=on_batch,
+            )
+
+        work(0.5, threading.Event())  # warm up: imports, keys, an empty pass
+        print("ready", flush=True)
+        work(timeout, stop)
+    return _drive_result(totals, stages)
+
+
 def drive(messages: int, timeout: float) -> dict[str, Any]:
     """The driver process: warm up, say `ready`, then drain until every request is done."""
     from notify_pipeline.cli import process_once
@@ -171,6 +234,10 @@ def drive(messages: int, timeout: float) -> dict[str, Any]:
         stages.update(summary.get("stage_seconds", {}))
         if not summary["requests"]:
             time.sleep(0.05)
+    return _drive_result(totals, stages)
+
+
+def _drive_result(totals: Counter[str], stages: Counter[str]) -> dict[str, Any]:
     own = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)  # pool workers, log tailers
     return {
@@ -189,10 +256,12 @@ def main() -> None:
     parser.add_argument("--drive", action="store_true", help="be the driver process")
     parser.add_argument("--messages", type=int, required=True)
     parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--path", choices=sorted(MACHINERY), default="worker")
     args = parser.parse_args()
     if not args.drive:
         parser.error("run `python -m benchmarks.e2e` or `python -m benchmarks.memory`")
-    print(json.dumps(drive(args.messages, args.timeout)), flush=True)
+    driver = drive_worker if args.path == "worker" else drive
+    print(json.dumps(driver(args.messages, args.timeout)), flush=True)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import threading
 import tracemalloc
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -61,3 +63,30 @@ def test_staging_from_a_large_backlog_holds_one_batch_in_memory(tmp_path: Path) 
     assert batch_id is not None
     assert staged_names(box, batch_id) == [f"r{n:05d}.json" for n in range(4990, 5000)]
     assert peak < 200_000, f"staging held {peak} bytes"
+
+
+def test_two_stagers_at_once_put_every_request_in_exactly_one_batch(tmp_path: Path) -> None:
+    """A worker run and the per-batch sensor may stage at the same moment during a hand-over."""
+    box = LocalInbox(tmp_path)
+    for n in range(600):
+        write(box, f"r{n:04d}.json", NOW - timedelta(seconds=n))
+    errors: list[BaseException] = []
+
+    def stager() -> None:
+        own = LocalInbox(tmp_path)  # as a second process would: its own object
+        try:
+            while own.stage(max_items=7, max_age_seconds=0, now=NOW) is not None:
+                pass
+        except BaseException as exc:  # collected: the test fails on any of them
+            errors.append(exc)
+
+    threads = [threading.Thread(target=stager) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert errors == []
+    staged = Counter(item.key for batch in box.batches() for item in box.read(batch))
+    assert staged == Counter({f"r{n:04d}.json": 1 for n in range(600)})
+    assert box.waiting() == 0

@@ -2,16 +2,20 @@
 
 Staging renames files into `batches/<id>/` (atomic per file), first under a hidden
 `.staging-<id>` name so a half-staged batch is recognisable and completed after a crash.
-The receive time of a request is its file's mtime, which a rename preserves.
+The receive time of a request is its file's mtime, which a rename preserves. One stager at a
+time holds `batches/.stage.lock` (a worker run and the per-batch sensor can meet while one
+worker hands over to the next); the kernel releases it if its holder dies.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import heapq
 import json
 import os
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -47,6 +51,17 @@ class LocalInbox(Inbox):
         return sum(1 for _ in self._waiting_files())
 
     def stage(self, *, max_items: int, max_age_seconds: float, now: datetime) -> str | None:
+        with self._staging_lock():
+            return self._stage(max_items, max_age_seconds, now)
+
+    @contextmanager
+    def _staging_lock(self) -> Iterator[None]:
+        self.batch_dir.mkdir(parents=True, exist_ok=True)
+        with (self.batch_dir / ".stage.lock").open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed
+            yield
+
+    def _stage(self, max_items: int, max_age_seconds: float, now: datetime) -> str | None:
         self._complete_half_staged()
         chosen = heapq.nsmallest(max_items, self._waiting_files())  # oldest first
         if not chosen:

@@ -412,6 +412,10 @@ def _group_members(pgid: int) -> list[int]:
 DAGSTER_YAML = """\
 telemetry:
   enabled: false
+run_monitoring:  # a run stuck starting (its process never came up) is failed, and replaced
+  enabled: true
+  start_timeout_seconds: 180
+  poll_interval_seconds: 30
 python_logs:
   managed_python_loggers: [notify_pipeline]
   python_log_level: INFO

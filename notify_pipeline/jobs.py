@@ -7,6 +7,7 @@ process per step would cost more than the steps themselves.
 
 
 import json
+import time
 from typing import Any
 
 import dagster as dg
@@ -27,6 +28,9 @@ from notify_pipeline.worker import run_worker
 
 BATCH_TAG = "notify/batch"
 OWNER_TAG = "notify/owner"
+# When a worker run means to stop (epoch seconds): the sensor starts its successor a little
+# before, so the hand-over leaves no gap.
+ENDS_AT_TAG = "notify/ends_at"
 
 
 class BatchConfig(dg.Config):
@@ -101,7 +105,9 @@ def work_inbox(
 ) -> dg.Output[dict[str, Any]]:
     owner = current_owner(context.run_id)
     # The sensors tell a live worker from one whose process died without ending its run.
-    context.instance.add_run_tags(context.run_id, {OWNER_TAG: owner})
+    ends_at = time.time() + deployment.worker_max_seconds
+    context.instance.add_run_tags(context.run_id,
+                                  {OWNER_TAG: owner, ENDS_AT_TAG: f"{ends_at:.0f}"})
 
     def log_batch(summary: BatchSummary) -> None:
         for example in summary.reject_examples:

@@ -34,12 +34,16 @@ from notify_pipeline.definitions import build_definitions
 from notify_pipeline.events import utcnow
 from notify_pipeline.inbox.base import InboxItem
 from notify_pipeline.inbox.local import LocalInbox
-from notify_pipeline.jobs import OWNER_TAG, build_pipeline, delivery_worker
+from notify_pipeline.jobs import ENDS_AT_TAG, OWNER_TAG, build_pipeline, delivery_worker
 from notify_pipeline.ledger.base import Ledger, current_owner
 from notify_pipeline.pipeline import flush_events
 from notify_pipeline.profiles import resources_for
 from notify_pipeline.sensors.inbox import inbox_sensor
-from notify_pipeline.sensors.worker import ACTIVE_STATUSES, delivery_worker_sensor
+from notify_pipeline.sensors.worker import (
+    ACTIVE_STATUSES,
+    HANDOVER_SECONDS,
+    delivery_worker_sensor,
+)
 from notify_pipeline.worker import WorkerTotals, run_worker, stage_batches
 from tests.helpers import REPO
 
@@ -339,6 +343,7 @@ def test_delivery_worker_job_delivers_logs_each_batch_and_reports_totals(local, 
     settings = local.settings.model_copy(update={"batch_max_age_seconds": 0.0,
                                                  "worker_max_seconds": 2.0})
     with dg.instance_for_test() as instance:
+        started = time.time()
         result = delivery_worker.execute_in_process(resources=resources_for(settings),
                                                     instance=instance)
         logs = [e.user_message for e in instance.all_logs(result.run_id)]
@@ -352,20 +357,23 @@ def test_delivery_worker_job_delivers_logs_each_batch_and_reports_totals(local, 
     assert sum(m.startswith("batch ") and '"delivered": 3' in m for m in logs) == 1
     assert run is not None and run.tags[OWNER_TAG] == current_owner(result.run_id)
     assert run.tags["notify/kind"] == "worker"
+    assert started + 1 <= float(run.tags[ENDS_AT_TAG]) <= time.time() + 1, "when it meant to end"
 
 
 # --- the sensors ---------------------------------------------------------------------------------
 
 
 def _worker_run(instance: dg.DagsterInstance, status: dg.DagsterRunStatus,
-                owner: str | None = None) -> dg.DagsterRun:
+                owner: str | None = None, ends_in: float | None = None) -> dg.DagsterRun:
     """A worker run record as the daemon would have written it (no process behind it)."""
     location = GrpcServerCodeLocationOrigin(host="127.0.0.1", port=4266, location_name="notify")
     origin = RemoteJobOrigin(RemoteRepositoryOrigin(location, "__repository__"),
                              delivery_worker.name)
+    tags = {OWNER_TAG: owner} if owner else {}
+    if ends_in is not None:
+        tags[ENDS_AT_TAG] = f"{time.time() + ends_in:.0f}"
     return instance.add_run(dg.DagsterRun(job_name=delivery_worker.name, status=status,
-                                          tags={OWNER_TAG: owner} if owner else {},
-                                          remote_job_origin=origin))
+                                          tags=tags, remote_job_origin=origin))
 
 
 def _tick(sensor: Any, instance: dg.DagsterInstance, local=None, cursor: str | None = None):
@@ -395,6 +403,23 @@ def test_worker_sensor_requests_no_second_worker_while_one_is_active(status):
         result = _tick(delivery_worker_sensor, instance, cursor="1")
     assert isinstance(result, dg.SkipReason)
     assert run.run_id in (result.skip_message or "")
+
+
+def test_a_worker_about_to_end_gets_its_successor_early_and_only_one():
+    with dg.instance_for_test() as instance:
+        hour_left = _worker_run(instance, dg.DagsterRunStatus.STARTED,
+                                owner=current_owner("old"), ends_in=3000)
+        far = _tick(delivery_worker_sensor, instance, cursor="2")
+        instance.report_run_canceled(hour_left)
+        _worker_run(instance, dg.DagsterRunStatus.STARTED, owner=current_owner("old"),
+                    ends_in=HANDOVER_SECONDS - 10)
+        near = _tick(delivery_worker_sensor, instance, cursor="2")
+        _worker_run(instance, dg.DagsterRunStatus.QUEUED, owner=current_owner("new"))
+        both = _tick(delivery_worker_sensor, instance, cursor="3")
+    assert isinstance(far, dg.SkipReason), "an hour to go: no successor yet"
+    assert isinstance(near, dg.SensorResult)
+    assert [r.run_key for r in near.run_requests or []] == ["worker.2"]
+    assert isinstance(both, dg.SkipReason), "never a third while two overlap"
 
 
 @pytest.mark.parametrize("status", FINISHED)

@@ -40,10 +40,8 @@ _COUNTS = ("requests", "delivered", "bounced", "failed", "ambiguous", "duplicate
 def stage_batches(inbox: Inbox, *, max_items: int, max_age_seconds: float) -> list[str]:
     """Stage as many full (or old enough) batches as are waiting, up to a per-pass bound."""
     staged: list[str] = []
-    while len(staged) < MAX_BATCHES_PER_PASS:
-        batch_id = inbox.stage(max_items=max_items, max_age_seconds=max_age_seconds, now=utcnow())
-        if batch_id is None:
-            break
+    for batch_id in inbox.stage_many(max_items=max_items, max_age_seconds=max_age_seconds,
+                                     now=utcnow(), max_batches=MAX_BATCHES_PER_PASS):
         staged.append(batch_id)
         crashpoint("after_stage")
     return staged

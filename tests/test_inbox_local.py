@@ -6,8 +6,11 @@ import os
 import threading
 import tracemalloc
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import pytest
 
 from notify_pipeline.inbox.local import LocalInbox
 
@@ -90,3 +93,32 @@ def test_two_stagers_at_once_put_every_request_in_exactly_one_batch(tmp_path: Pa
     staged = Counter(item.key for batch in box.batches() for item in box.read(batch))
     assert staged == Counter({f"r{n:04d}.json": 1 for n in range(600)})
     assert box.waiting() == 0
+
+
+def test_stage_many_takes_several_batches_oldest_first_from_one_listing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    box = LocalInbox(tmp_path)
+    for n in range(7):
+        write(box, f"r{n}.json", NOW - timedelta(seconds=100 - n))  # r0 oldest
+    write(box, "fresh.json", NOW)  # too young to go alone
+    listings = 0
+    real = LocalInbox._waiting_files
+
+    def counted(self: LocalInbox) -> Iterator[tuple[int, str]]:
+        nonlocal listings
+        listings += 1
+        return real(self)
+
+    monkeypatch.setattr(LocalInbox, "_waiting_files", counted)
+    staged = list(box.stage_many(max_items=3, max_age_seconds=50, now=NOW, max_batches=5))
+
+    assert listings == 1
+    assert [staged_names(box, b) for b in staged] == [
+        ["r0.json", "r1.json", "r2.json"], ["r3.json", "r4.json", "r5.json"],
+        ["fresh.json", "r6.json"],  # r6 is old enough to take the newest with it
+    ]
+    assert box.waiting() == 0
+    write(box, "late.json", NOW)
+    assert list(box.stage_many(max_items=3, max_age_seconds=50, now=NOW, max_batches=5)) == []
+    assert box.waiting() == 1, "a lone young request waits for company"

@@ -32,6 +32,17 @@ class Inbox(ABC):
         waited less than `max_age_seconds`: that is what bounds batch size and latency.
         """
 
+    def stage_many(
+        self, *, max_items: int, max_age_seconds: float, now: datetime, max_batches: int
+    ) -> Iterator[str]:
+        """Stage up to `max_batches` batches as `stage` would, yielding each id once it is
+        staged. Inboxes that can choose several batches from one listing override this."""
+        for _ in range(max_batches):
+            batch_id = self.stage(max_items=max_items, max_age_seconds=max_age_seconds, now=now)
+            if batch_id is None:
+                return
+            yield batch_id
+
     @abstractmethod
     def batches(self) -> list[str]:
         """Ids of staged batches that still hold unfinished items, oldest first."""

@@ -51,8 +51,27 @@ class LocalInbox(Inbox):
         return sum(1 for _ in self._waiting_files())
 
     def stage(self, *, max_items: int, max_age_seconds: float, now: datetime) -> str | None:
+        batches = self.stage_many(max_items=max_items, max_age_seconds=max_age_seconds,
+                                  now=now, max_batches=1)
+        try:
+            return next(batches, None)
+        finally:
+            batches.close()  # releases the staging lock
+
+    def stage_many(
+        self, *, max_items: int, max_age_seconds: float, now: datetime, max_batches: int
+    ) -> Iterator[str]:
+        """One listing for up to `max_batches` batches: with a backlog, each listing stats
+        every waiting file, so listing once per batch would multiply that by the batches."""
         with self._staging_lock():
-            return self._stage(max_items, max_age_seconds, now)
+            self._complete_half_staged()
+            oldest = heapq.nsmallest(max_items * max_batches, self._waiting_files())
+            for start in range(0, len(oldest), max_items):
+                chosen = oldest[start:start + max_items]
+                age = now.timestamp() - chosen[0][0] / 1e9
+                if len(chosen) < max_items and age < max_age_seconds:
+                    return
+                yield self._move(chosen)
 
     @contextmanager
     def _staging_lock(self) -> Iterator[None]:
@@ -61,14 +80,7 @@ class LocalInbox(Inbox):
             fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed
             yield
 
-    def _stage(self, max_items: int, max_age_seconds: float, now: datetime) -> str | None:
-        self._complete_half_staged()
-        chosen = heapq.nsmallest(max_items, self._waiting_files())  # oldest first
-        if not chosen:
-            return None
-        oldest_age = now.timestamp() - chosen[0][0] / 1e9
-        if len(chosen) < max_items and oldest_age < max_age_seconds:
-            return None
+    def _move(self, chosen: list[tuple[int, str]]) -> str:
         batch_id = _batch_id(chosen)
         staging = self.batch_dir / f"{STAGING_PREFIX}{batch_id}"
         staging.mkdir(parents=True, exist_ok=True)

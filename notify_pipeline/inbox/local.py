@@ -14,7 +14,7 @@ import hashlib
 import heapq
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,7 +60,7 @@ class LocalInbox(Inbox):
 
     def stage_many(
         self, *, max_items: int, max_age_seconds: float, now: datetime, max_batches: int
-    ) -> Iterator[str]:
+    ) -> Generator[str, None, None]:
         """One listing for up to `max_batches` batches: with a backlog, each listing stats
         every waiting file, so listing once per batch would multiply that by the batches."""
         with self._staging_lock():

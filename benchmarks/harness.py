@@ -214,3 +214,17 @@ def machine() -> dict[str, Any]:
 
 def rate(messages: int, seconds: float) -> float:
     return round(messages / seconds, 1) if seconds > 0 else 0.0
+
+
+def session_members(sid: int) -> list[int]:
+    """Live (not zombie) processes of the session `notify up` leads: it and all it started
+    (`dagster dev` runs in a process group of its own, in the same session)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if fields[0] not in ("Z", "X") and int(fields[3]) == sid:
+            members.append(int(stat.parent.name))
+    return members

@@ -39,6 +39,7 @@ from benchmarks.harness import (
     recipient,
     request_body,
     request_name,
+    session_members,
 )
 
 PATH = "`notify up` (sink + dagster dev: daemon, code server, sensors and the runs they launch)"
@@ -58,20 +59,6 @@ def ui_ready(port: int) -> bool:
             return bool(resp.status == 200)
     except OSError:
         return False
-
-
-def session_members(sid: int) -> list[int]:
-    """Live (not zombie) processes of the session `notify up` leads: it and all it started
-    (`dagster dev` runs in a process group of its own, in the same session)."""
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if fields[0] not in ("Z", "X") and int(fields[3]) == sid:
-            members.append(int(stat.parent.name))
-    return members
 
 
 def stop_up(proc: subprocess.Popen[bytes]) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from benchmarks.harness import session_members
 from notify_pipeline.jobs import OWNER_TAG
 from notify_pipeline.sensors.worker import ACTIVE_STATUSES
 from tests.conftest import free_port
@@ -131,16 +132,3 @@ def batch_lines(instance: dg.DagsterInstance, run_id: str) -> dict[str, int]:
             for key in totals:
                 totals[key] += summary[key]
     return totals
-
-
-def session_members(sid: int) -> list[int]:
-    """Live (not zombie) processes of the session `notify up` leads: it and all it started."""
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if fields[0] not in ("Z", "X") and int(fields[3]) == sid:
-            members.append(int(stat.parent.name))
-    return members

@@ -12,14 +12,16 @@ import socket
 import subprocess
 import sys
 import time
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from notify_pipeline.errors import ConfigError, NotifyError
 from notify_pipeline.settings import Profile, Settings
+
+if TYPE_CHECKING:
+    from notify_pipeline.run import Totals
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -234,14 +236,13 @@ def process_once(settings: Settings, *, max_rounds: int = 1000) -> dict[str, Any
 
     from notify_pipeline.definitions import build_definitions
     from notify_pipeline.profiles import resources_for
+    from notify_pipeline.run import Totals
     from notify_pipeline.sensors.worker import delivery_worker_sensor
 
     drain = settings.model_copy(update={"batch_max_age_seconds": 0.0})
     defs = build_definitions(drain)
     resources = resources_for(drain)
-    totals: Counter[str] = Counter()
-    rejected: Counter[str] = Counter()
-    stages: Counter[str] = Counter()
+    totals = Totals()
     with _instance() as instance:
         for sensor in defs.sensors or []:
             if sensor.name == delivery_worker_sensor.name:
@@ -265,21 +266,11 @@ def process_once(settings: Settings, *, max_rounds: int = 1000) -> dict[str, Any
                     outcome = job.execute_in_process(
                         run_config=request.run_config, instance=instance, tags=request.tags
                     )
-                    _tally(outcome, totals, rejected, stages)
-    totals["events"] += _flush_leftovers(drain)
-    return {
-        "batches": totals["batches"],
-        "requests": totals["requests"],
-        "delivered": totals["delivered"],
-        "rejected": dict(sorted(rejected.items())),
-        "bounced": totals["bounced"],
-        "failed": totals["failed"],
-        "ambiguous": totals["ambiguous"],
-        "duplicates": totals["duplicates"],
-        "deferred": totals["deferred"],
-        "events": totals["events"],
-        "stage_seconds": {stage: round(seconds, 3) for stage, seconds in sorted(stages.items())},
-    }
+                    _tally(outcome, totals)
+    totals.events += _flush_leftovers(drain)
+    data = totals.as_dict()
+    del data["staged"], data["errors"]
+    return data
 
 
 def _work_of(request: Any) -> str:
@@ -289,28 +280,23 @@ def _work_of(request: Any) -> str:
     return str(request.tags.get(BATCH_TAG) or request.run_key)
 
 
-def _tally(
-    outcome: Any, totals: Counter[str], rejected: Counter[str], stages: Counter[str]
-) -> None:
-    """Add one run's outputs; `events` counts events written to the warehouse, `stages` the
-    seconds each stage of delivery took, summed over the runs."""
+def _tally(outcome: Any, totals: Totals) -> None:
+    """Add one run's outputs; `events` counts events written to the warehouse."""
+    from notify_pipeline.run import BatchSummary
+
     if outcome.dagster_run.job_name == "deliver_batch":
-        summary = outcome.output_for_node("deliver")
-        totals.update({k: v for k, v in summary.items() if isinstance(v, int) and k != "events"})
-        rejected.update(summary["rejected"])
-        stages.update(summary["stage_seconds"])
-        totals["batches"] += 1
-        totals["events"] += outcome.output_for_node("record_events")
+        totals.add_batch(BatchSummary.from_dict(outcome.output_for_node("deliver")))
+        totals.events += outcome.output_for_node("record_events")
     elif outcome.dagster_run.job_name == "record_provider_events":
-        totals["events"] += outcome.output_for_node("flush_outbox")
+        totals.events += outcome.output_for_node("flush_outbox")
 
 
 def _flush_leftovers(settings: Settings) -> int:
     """Write any events still in the outbox (e.g. from a run that stopped after delivering)."""
     import dagster as dg
 
-    from notify_pipeline.pipeline import flush_events
     from notify_pipeline.profiles import resources_for
+    from notify_pipeline.run import flush_events
 
     wanted = {k: v for k, v in resources_for(settings).items() if k in ("ledger", "warehouse")}
     with dg.build_resources(wanted) as built:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
+import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from notify_pipeline.errors import RejectReason, RequestRejected
@@ -103,32 +104,35 @@ def describe_errors(exc: ValidationError, limit: int = 5) -> str:
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
 
-def peek_attribution(body: bytes) -> tuple[str | None, str | None]:
-    """Best-effort (service, id) of an unparseable request, to attribute its reject event."""
+@dataclass(frozen=True)
+class Attribution:
+    """What can be read of a request that failed to parse: for its reject rows, best effort."""
+
+    service: str | None = None
+    message_id: str | None = None
+    recipients: tuple[str, ...] = ()
+
+
+def peek(body: bytes) -> Attribution:
+    """Best-effort (service, id, recipients) of an unparseable request.
+
+    Reads the bytes once, with pydantic-core's parser: it answers any input (deep nesting,
+    huge numbers, bad escapes) with a `ValueError`, never a crash of the batch.
+    """
     try:
-        data: Any = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return None, None
+        data: Any = pydantic_core.from_json(body)
+    except ValueError:
+        return Attribution()
     if not isinstance(data, dict):
-        return None, None
+        return Attribution()
     service, request_id = data.get("service"), data.get("id")
-    return (
-        service if isinstance(service, str) and len(service) <= 63 else None,
-        request_id if isinstance(request_id, str) and len(request_id) <= 128 else None,
-    )
-
-
-def peek_recipients(body: bytes) -> tuple[str, ...]:
-    """Best-effort recipients of an unparseable request, for one reject row per recipient."""
-    try:
-        data: Any = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return ()
-    if not isinstance(data, dict):
-        return ()
     found: list[str] = []
     for name in ("to", "cc", "bcc"):
         value = data.get(name)
         if isinstance(value, list):
             found.extend(v for v in value if isinstance(v, str) and len(v) <= 320)
-    return tuple(found)
+    return Attribution(
+        service if isinstance(service, str) and len(service) <= 63 else None,
+        request_id if isinstance(request_id, str) and len(request_id) <= 128 else None,
+        tuple(found),
+    )

@@ -93,6 +93,17 @@ def test_duplicate_request_in_one_pass_and_across_passes_delivers_once(local, si
     assert not any((local.home / "inbox").glob("*.json"))
 
 
+def test_a_request_enqueued_again_under_the_same_file_name_counts_as_a_duplicate(local, sink):
+    local.enqueue(local.request(id="same"), name="lookup-notices--same.json")
+    first = process_once(local.settings)
+    local.enqueue(local.request(id="same"), name="lookup-notices--same.json")
+    second = process_once(local.settings)
+
+    assert (first["delivered"], first["duplicates"]) == (1, 0)
+    assert (second["requests"], second["delivered"], second["duplicates"]) == (1, 0, 1)
+    assert len(local.maildir()) == 1
+
+
 def _reject_cases(local):
     """(request body, expected reason) pairs, one per reject reason DESIGN.md lists."""
     now = utcnow()

@@ -120,7 +120,8 @@ class LocalInbox(Inbox):
                 continue
             stat = path.stat()
             received = datetime.fromtimestamp(stat.st_mtime_ns / 1e9, tz=UTC)
-            yield InboxItem(key=path.name, body=path.read_bytes(), received_at=received)
+            yield InboxItem(key=path.name, body=path.read_bytes(), received_at=received,
+                            arrival=f"{path.name}@{stat.st_mtime_ns}")
 
     def finish(self, batch_id: str, keys: Sequence[str]) -> None:
         folder = self.batch_dir / batch_id

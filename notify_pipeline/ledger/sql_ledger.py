@@ -111,11 +111,11 @@ class SqlLedger(Ledger):
     def claim(
         self, claims: Sequence[Claim], *, owner: str, lease_seconds: float, now: datetime
     ) -> list[ClaimResult]:
-        times = (self._when(now + timedelta(seconds=lease_seconds)), self._when(now))
+        expires = now + timedelta(seconds=lease_seconds)
         decisions: dict[int, ClaimDecision] = {}
         with self._tx() as cur:
             for i in claims_in_key_order(claims):
-                decisions[i] = self._claim_one(cur, claims[i], owner, times)
+                decisions[i] = self._claim_one(cur, claims[i], owner, now, expires)
             self._queue(cur, [
                 event for i, c in enumerate(claims)
                 if decisions[i].queues_events for event in c.queued_events
@@ -123,18 +123,18 @@ class SqlLedger(Ledger):
         return [decisions[i].result for i in range(len(claims))]
 
     def _claim_one(
-        self, cur: Cursor, claim: Claim, owner: str, times: tuple[object, object]
+        self, cur: Cursor, claim: Claim, owner: str, now: datetime, expires: datetime
     ) -> ClaimDecision:
         """The primary key picks one of two first claimers; a later claim locks the row."""
-        (expires, now), key = times, (claim.service, claim.message_id)
-        if cur.execute(self.sql.insert_claim, (*key, claim.inbox_key, owner, *times)).rowcount:
+        key, at, until = (claim.service, claim.message_id), self._when(now), self._when(expires)
+        if cur.execute(self.sql.insert_claim, (*key, claim.inbox_key, owner, until, at)).rowcount:
             return NEW_CLAIM
         state, inbox_key, holder, lease_live, attempts = _one(
-            cur.execute(self.sql.lock_message, (now, *key)))
+            cur.execute(self.sql.lock_message, (at, *key)))
         held = HeldMessage(MessageState(state), inbox_key, holder, bool(lease_live), int(attempts))
         decision = decide_claim(held, inbox_key=claim.inbox_key, owner=owner)
         if decision.take_over:
-            cur.execute(self.sql.take_over, (owner, expires, claim.inbox_key, now, *key))
+            cur.execute(self.sql.take_over, (owner, until, claim.inbox_key, at, *key))
         return decision
 
     def release(self, keys: Sequence[tuple[str, str]], *, owner: str) -> None:

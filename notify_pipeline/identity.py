@@ -10,14 +10,11 @@ log: google-auth's own exceptions quote the token, so they are translated and ne
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import json
 import logging
 import math
-import os
 import re
-import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -33,12 +30,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from google.auth import crypt, exceptions, jwt
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
+from notify_pipeline import files
+from notify_pipeline.defaults import GOOGLE_CERTS_URL, TOKEN_CLOCK_SKEW_SECONDS
 from notify_pipeline.errors import NotifyError, RejectReason, RequestRejected
-
-GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
+from notify_pipeline.http import retrying_session
 
 _log = logging.getLogger(__name__)
 
@@ -160,15 +156,7 @@ class HttpCertSource:
     ) -> None:
         self._url = url
         self._timeout = timeout
-        self._session = requests.Session()
-        retry = Retry(
-            total=retries,
-            backoff_factor=0.5,
-            status_forcelist=(429, 500, 502, 503, 504),
-            allowed_methods=frozenset({"GET"}),
-        )
-        self._session.mount("http://", HTTPAdapter(max_retries=retry))
-        self._session.mount("https://", HTTPAdapter(max_retries=retry))
+        self._session = retrying_session(retries=retries, backoff_seconds=0.5)
         self._lock = threading.Lock()
         self._certs: dict[str, str] = {}
         self._fresh_until = -math.inf
@@ -262,7 +250,7 @@ class LocalIssuer:
         cert = _self_signed_cert(private_key, kid).public_bytes(serialization.Encoding.PEM)
         certs_path = self._dir / "certs.json"
         content = json.dumps({kid: cert.decode("ascii")}, indent=2).encode()
-        _write_if_changed(certs_path, content)
+        files.replace_if_changed(certs_path, content, mode=files.SHARED)
         return _IssuerKey(private_key, kid, cert.decode("ascii"), certs_path)
 
     @cached_property
@@ -322,38 +310,8 @@ def _create_key(path: Path) -> None:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    tmp = _write_temp(path, pem, mode=0o600)
-    try:
-        path.hardlink_to(tmp)
-    except FileExistsError:
+    if not files.create_once(path, pem, mode=files.PRIVATE):
         _log.debug("another process created %s first; using its key", path)
-    finally:
-        tmp.unlink()
-
-
-def _write_if_changed(path: Path, content: bytes) -> None:
-    """Replace atomically, and only on change: an unchanged mtime spares file sources a re-read."""
-    with contextlib.suppress(FileNotFoundError):
-        if path.read_bytes() == content:
-            return
-    _write_temp(path, content, mode=0o644).replace(path)
-
-
-def _write_temp(path: Path, content: bytes, *, mode: int) -> Path:
-    """A complete, fsynced file with `mode` beside `path`; never readable by others meanwhile."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # created 0600
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        Path(name).chmod(mode)
-    except BaseException:
-        Path(name).unlink()
-        raise
-    return Path(name)
-
 
 def _reject(sentence: str) -> RequestRejected:
     return RequestRejected(RejectReason.UNAUTHENTICATED, sentence)
@@ -368,7 +326,7 @@ class TokenVerifier:
         certs: CertSource,
         audience: str,
         issuers: frozenset[str],
-        clock_skew_seconds: int = 30,
+        clock_skew_seconds: int = TOKEN_CLOCK_SKEW_SECONDS,
     ) -> None:
         self._certs = certs
         self._audience = audience

@@ -6,6 +6,7 @@ from typing import Any
 
 import dagster as dg
 
+from notify_pipeline.bigquery_resource import EmulatorAwareBigQueryResource
 from notify_pipeline.errors import ConfigError
 from notify_pipeline.resources import (
     BigQueryWarehouseResource,
@@ -26,7 +27,6 @@ from notify_pipeline.resources import (
     SqliteLedgerResource,
 )
 from notify_pipeline.settings import InboxKind, Profile, Settings, TransportKind
-from notify_pipeline.warehouse.bigquery_resource import EmulatorAwareBigQueryResource
 
 
 def resources_for(settings: Settings) -> dict[str, Any]:
@@ -126,6 +126,7 @@ def _gcp(s: Settings) -> dict[str, Any]:
             queue_url=s.ses_events_queue_url,
             topic_arns=list(_required_list(s.sns_topic_arns, "NOTIFY_SNS_TOPIC_ARNS")),
             regions=list(s.sns_regions or (s.ses_region,)),
+            endpoint_url=s.aws_endpoint_url,
             cert_base_url=s.sns_cert_base_url,
         )
     return resources

@@ -1,4 +1,5 @@
-"""The send request wire format, version 1 (DESIGN.md contract), and its strict parser."""
+"""The send request wire format, version 1 (`docs/send-request.md`), its strict parser, and the
+best-effort readings of a request that did not parse (attribution, redaction)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from notify_pipeline.defaults import MAX_REQUEST_BYTES
 from notify_pipeline.errors import RejectReason, RequestRejected
 
-MAX_REQUEST_BYTES = 10 * 1024 * 1024
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 
 TagKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
@@ -105,11 +106,8 @@ def describe_errors(exc: ValidationError, limit: int = 5) -> str:
 
 def peek_attribution(body: bytes) -> tuple[str | None, str | None]:
     """Best-effort (service, id) of an unparseable request, to attribute its reject event."""
-    try:
-        data: Any = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return None, None
-    if not isinstance(data, dict):
+    data = _json_object(body)
+    if data is None:
         return None, None
     service, request_id = data.get("service"), data.get("id")
     return (
@@ -120,11 +118,8 @@ def peek_attribution(body: bytes) -> tuple[str | None, str | None]:
 
 def peek_recipients(body: bytes) -> tuple[str, ...]:
     """Best-effort recipients of an unparseable request, for one reject row per recipient."""
-    try:
-        data: Any = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return ()
-    if not isinstance(data, dict):
+    data = _json_object(body)
+    if data is None:
         return ()
     found: list[str] = []
     for name in ("to", "cc", "bcc"):
@@ -132,3 +127,26 @@ def peek_recipients(body: bytes) -> tuple[str, ...]:
         if isinstance(value, list):
             found.extend(v for v in value if isinstance(v, str) and len(v) <= 320)
     return tuple(found)
+
+
+def redact_token(body: bytes) -> bytes:
+    """The request with `identity_token` replaced, or a placeholder if it is not a JSON object:
+    what may be kept of a request once it has been processed (tokens are secrets)."""
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return b'"<unparseable request withheld: it may contain a token>"'
+    if not isinstance(data, dict):
+        return b'"<non-object request withheld>"'
+    if "identity_token" in data:
+        data["identity_token"] = "<redacted>"  # noqa: S105 - a placeholder, not a secret
+    return json.dumps(data, indent=2).encode()
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    """`body` as a JSON object, or None when it is not UTF-8 JSON or not an object."""
+    try:
+        data: Any = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None

@@ -17,10 +17,10 @@ from datetime import timedelta
 import pytest
 
 from notify_pipeline.cli import process_once
-from notify_pipeline.dns import dns_records
+from notify_pipeline.dns import dns_records, verify
 from notify_pipeline.events import utcnow
 from notify_pipeline.registry import load_registry
-from notify_pipeline.signing import DkimKeyStore, verify
+from notify_pipeline.signing import DkimKeyStore
 from notify_pipeline.sink import MaildirSink
 from tests.helpers import REGISTRY, request_dict
 

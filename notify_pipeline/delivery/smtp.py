@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
+from notify_pipeline.defaults import SMTP_TIMEOUT_SECONDS
 from notify_pipeline.delivery.base import (
     HandoffResult,
     OutgoingMessage,
@@ -32,7 +33,6 @@ from notify_pipeline.errors import (
     PermanentDeliveryError,
     RetryableDeliveryError,
 )
-from notify_pipeline.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ class SmtpTransport(Transport):
         *,
         host: str,
         port: int,
-        timeout: float = 30.0,
+        timeout: float = SMTP_TIMEOUT_SECONDS,
         starttls: bool = False,
         ssl_context: ssl.SSLContext | None = None,
         username: str | None = None,
@@ -213,17 +213,6 @@ class SmtpTransport(Transport):
         self._password = password
         self._conn: smtplib.SMTP | None = None
         self._dirty = False  # a transaction was opened and not finished: RSET before the next
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> SmtpTransport:
-        return cls(
-            host=settings.smtp_host,
-            port=settings.smtp_port,
-            timeout=settings.smtp_timeout_seconds,
-            starttls=settings.smtp_starttls,
-            username=settings.smtp_username or None,
-            password=settings.smtp_password.get_secret_value() or None,
-        )
 
     def __repr__(self) -> str:
         return (

@@ -1,4 +1,4 @@
-"""The `notify` command line (DESIGN.md contract). Configuration comes from NOTIFY_* variables."""
+"""The `notify` command line (docs/cli.md). Configuration comes from NOTIFY_* variables."""
 
 from __future__ import annotations
 

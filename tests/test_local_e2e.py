@@ -94,7 +94,7 @@ def test_duplicate_request_in_one_pass_and_across_passes_delivers_once(local, si
 
 
 def _reject_cases(local):
-    """(request body, expected reason) pairs, one per reject reason DESIGN.md lists."""
+    """(request body, expected reason) pairs, one per reject reason docs/send-request.md lists."""
     now = utcnow()
     expired = local.token(now=now - timedelta(hours=3), ttl_seconds=3600)
     return [

@@ -23,7 +23,7 @@ from notify_pipeline.warehouse.bigquery import BigQueryWarehouse
 SHORT = {"timeout_seconds": 10.0, "retry_seconds": 10.0}
 QUICK = Retry(timeout=10)
 
-# DESIGN.md contract: event table columns and types.
+# The event table contract (docs/events.md): columns and types.
 CONTRACT = [
     ("event_id", "STRING"), ("service", "STRING"), ("message_id", "STRING"),
     ("provider_message_id", "STRING"), ("event_type", "STRING"), ("recipient", "STRING"),

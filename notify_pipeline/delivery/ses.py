@@ -40,8 +40,8 @@ SERVICE_TAG = "service"
 MESSAGE_ID_TAG = "message_id"
 
 # SES tag values allow only [A-Za-z0-9_-] (at most 256 characters); request ids may also hold "."
-# and ":" (DESIGN.md: `[A-Za-z0-9._:-]{1,128}`). "_" escapes, so the encoding is reversible and a
-# 128-character id needs at most 256: "_" -> "__", "." -> "_d", ":" -> "_c".
+# and ":" (the wire format: `[A-Za-z0-9._:-]{1,128}`). "_" escapes, so the encoding is reversible
+# and a 128-character id needs at most 256: "_" -> "__", "." -> "_d", ":" -> "_c".
 _TAG_ESCAPES = {"_": "__", ".": "_d", ":": "_c"}
 _TAG_UNESCAPES = {code[1]: char for char, code in _TAG_ESCAPES.items()}
 _TAG_ENCODABLE = re.compile(r"[A-Za-z0-9._:-]*")

@@ -171,7 +171,7 @@ class BigQueryWarehouse(Warehouse):
         return int(job.num_dml_affected_rows or 0)
 
     def create_service_views(self, service_ids: Sequence[str]) -> None:
-        """One view per service over the events table, named as DESIGN.md prescribes.
+        """One view per service over the events table, named as docs/events.md says.
 
         A view cannot take query parameters; `service_table` has proved the id is `[a-z0-9-]+`.
         """

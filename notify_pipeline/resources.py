@@ -26,7 +26,7 @@ from notify_pipeline.delivery.base import Transport
 from notify_pipeline.delivery.pool import TransportPool
 from notify_pipeline.delivery.ses import SesTransport
 from notify_pipeline.delivery.smtp import SmtpTransport
-from notify_pipeline.identity import FileCertSource, HttpCertSource, LocalIssuer, TokenVerifier
+from notify_pipeline.identity import FileCertSource, HttpCertSource, TokenVerifier
 from notify_pipeline.inbox.base import Inbox
 from notify_pipeline.inbox.gcs import GcsInbox
 from notify_pipeline.inbox.gcs_store import GcsBatchStore, storage_client
@@ -35,6 +35,7 @@ from notify_pipeline.inbox.pubsub import PubSubInbox, subscriber_client
 from notify_pipeline.ledger.base import Ledger
 from notify_pipeline.ledger.postgres import PostgresLedger
 from notify_pipeline.ledger.sqlite import SqliteLedger
+from notify_pipeline.local_issuer import LocalIssuer
 from notify_pipeline.policy import Domains
 from notify_pipeline.provider_events.sns import CertificateFetcher, SnsVerifier
 from notify_pipeline.provider_events.sqs import SqsClient, SqsEventSource, sqs_client

@@ -24,7 +24,7 @@ import pytest
 
 from notify_pipeline.bigquery_resource import EmulatorAwareBigQueryResource
 from notify_pipeline.cli import process_once
-from notify_pipeline.identity import LocalIssuer
+from notify_pipeline.local_issuer import LocalIssuer
 from notify_pipeline.settings import Settings
 from tests.helpers import PROD_ACCOUNT, REGISTRY, request_dict, ses_event
 

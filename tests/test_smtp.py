@@ -23,7 +23,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from notify_pipeline.delivery.base import OutgoingMessage, RecipientStatus
-from notify_pipeline.delivery.smtp import SmtpTransport, queue_id, wire_body
+from notify_pipeline.delivery.smtp import SmtpTransport
+from notify_pipeline.delivery.smtp_wire import queue_id, wire_body
 from notify_pipeline.errors import (
     AmbiguousHandoffError,
     ConfigError,

@@ -1,4 +1,4 @@
-"""The `notify` command line (DESIGN.md contract). Configuration comes from NOTIFY_* variables."""
+"""The `notify` command line (docs/cli.md). Configuration comes from NOTIFY_* variables."""
 
 from __future__ import annotations
 
@@ -112,7 +112,7 @@ def cmd_registry_schema(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _local_issuer(settings: Settings) -> Any:
-    from notify_pipeline.identity import LocalIssuer
+    from notify_pipeline.local_issuer import LocalIssuer
 
     if settings.profile is not Profile.LOCAL:
         raise ConfigError("NOTIFY_PROFILE", "only the local profile mints tokens; use Google's")

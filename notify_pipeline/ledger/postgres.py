@@ -24,9 +24,9 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.sql import SQL, Identifier
 
+from notify_pipeline import defaults
 from notify_pipeline.ledger.sql_ledger import SqlLedger, Statements
 
-DEFAULT_SCHEMA = "notify_ledger"
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 TABLES = (
@@ -123,8 +123,8 @@ class PostgresLedger(SqlLedger):
         self,
         dsn: str,
         *,
-        schema: str = DEFAULT_SCHEMA,
-        connect_timeout_seconds: int = 10,
+        schema: str = defaults.LEDGER_SCHEMA,
+        connect_timeout_seconds: int = defaults.LEDGER_CONNECT_TIMEOUT_SECONDS,
         statement_timeout_seconds: float = 60.0,
     ) -> None:
         if not _SCHEMA_NAME.fullmatch(schema):

@@ -123,7 +123,10 @@ class LocalInboxSubmitter:
             parse_request(body)
         except RequestRejected as exc:
             raise InvalidSubmission(exc.reason, exc.message) from None
-        self._inbox.write_request(body, f"{self.service}--{request_id}.json")
+        # A file of its own even for a retried id, so the pipeline counts a retry as a duplicate
+        # request rather than as the same inbox item seen again.
+        name = f"{self.service}--{request_id}--{secrets.token_hex(4)}.json"
+        self._inbox.write_request(body, name)
         return request_id
 
 

@@ -38,6 +38,11 @@ class FailureThrottle:
         self._sleep = sleep
         self._peers: dict[str, _Record] = {}
 
+    @property
+    def tracked_peers(self) -> int:
+        """How many peer addresses are remembered (at most `max_peers`)."""
+        return len(self._peers)
+
     def failures(self, peer: str) -> int:
         record = self._peers.get(peer)
         if record is None or self._clock() - record.last > self.forget_after:

@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 MUST_STARTTLS = "530 5.7.0 Must issue a STARTTLS command first"
 _AIOSMTPD_MUST_STARTTLS = "530 Must issue a STARTTLS command first"
 BAD_CREDENTIALS = "535 5.7.8 Authentication credentials invalid"
+AUTH_UNAVAILABLE = "454 4.7.0 Temporary authentication failure"
 TRY_LATER = "451 4.3.0 The inbox is unavailable; try again later"
 REPLY_FOR = {
     SubmissionReason.UNKNOWN_SERVICE: "550 5.7.1",
@@ -114,7 +115,11 @@ class SubmissionHandler:
             username, password = pair.login.decode(), pair.password.decode()
         except UnicodeDecodeError:
             username, password = "", ""
-        service_id = await asyncio.to_thread(self.credentials.verify, username, password)
+        try:
+            service_id = await asyncio.to_thread(self.credentials.verify, username, password)
+        except (OSError, ValueError, KeyError):
+            logger.exception("SMTP AUTH cannot read the credential store")
+            return AuthResult(success=False, handled=False, message=AUTH_UNAVAILABLE)
         if service_id is None:
             delay = await self.throttle.failed(_peer_address(session))
             logger.info("SMTP AUTH failed from %s (reply delayed %.1f s)",

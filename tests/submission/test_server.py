@@ -229,3 +229,11 @@ def test_one_session_sends_several_messages(submission):
     for number in range(3):
         client.send_message(message(Subject_Line=str(number)))
     assert len(submission.requests()) == 3
+
+
+def test_an_unreadable_credential_store_is_a_temporary_failure(submission):
+    username, password = submission.credential()
+    submission.store.path.write_text("{not json")
+    code, reply = submission.connect().docmd("AUTH", "PLAIN " + plain_auth(username, password))
+    assert (code, reply) == (454, b"4.7.0 Temporary authentication failure")
+    assert submission.sleep.delays == []

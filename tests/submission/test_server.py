@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import smtplib
+import threading
 from email.message import EmailMessage
 from email.policy import SMTP
 
@@ -12,6 +13,7 @@ import pytest
 
 from notify_pipeline.request import MAX_REQUEST_BYTES, parse_request
 from notify_pipeline.submission.convert import idempotency_key
+from notify_pipeline.submission.credentials import CredentialStore
 
 SENDER = "smtp-notices@notify.example.org"
 
@@ -237,3 +239,34 @@ def test_an_unreadable_credential_store_is_a_temporary_failure(submission):
     code, reply = submission.connect().docmd("AUTH", "PLAIN " + plain_auth(username, password))
     assert (code, reply) == (454, b"4.7.0 Temporary authentication failure")
     assert submission.sleep.delays == []
+
+
+class GatedStore(CredentialStore):
+    """Holds every password check until the test lets it finish."""
+
+    def __init__(self, path) -> None:
+        super().__init__(path)
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def verify(self, username: str, password: str) -> str | None:
+        self.entered.set()
+        assert self.release.wait(30)
+        return super().verify(username, password)
+
+
+def test_a_password_check_does_not_hold_up_other_sessions(submission):
+    username, password = submission.credential()
+    gated = GatedStore(submission.store.path)
+    submission.server.handler.credentials = gated
+    other, first = submission.connect(), submission.connect()
+    other.sock.settimeout(5)
+    codes: list[int] = []
+    login = threading.Thread(target=lambda: codes.append(first.login(username, password)[0]))
+    login.start()
+    try:
+        assert gated.entered.wait(10)
+        assert other.noop()[0] == 250  # answered while the check is still running
+    finally:
+        gated.release.set()
+        login.join(30)
+    assert codes == [235]

@@ -19,6 +19,7 @@ import google.auth
 import gspread
 import requests
 from google.auth.credentials import Credentials
+from google.auth.exceptions import DefaultCredentialsError
 from gspread.http_client import BackOffHTTPClient, HTTPClient
 from gspread.urls import DRIVE_FILES_API_V3_URL, SPREADSHEET_DRIVE_URL
 
@@ -134,8 +135,13 @@ class SheetsExporter:
     @classmethod
     def from_application_default(cls, folder_id: str, **options: Any) -> SheetsExporter:
         """An exporter acting as the deployment's Application Default Credentials."""
-        with google_api("load Application Default Credentials"):
+        try:
             credentials, _ = google.auth.default(scopes=SHEETS_SCOPES)
+        except DefaultCredentialsError as err:
+            raise SheetsExportError(
+                SheetsErrorReason.INVALID_CONFIG,
+                f"no Application Default Credentials to export with ({type(err).__name__})",
+            ) from None
         return cls(folder_id, credentials=credentials, **options)
 
     def __repr__(self) -> str:

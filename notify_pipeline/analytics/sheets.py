@@ -164,7 +164,7 @@ class SheetsExporter:
         if not header:
             raise SheetsExportError(SheetsErrorReason.INVALID_CONFIG, "an export needs columns")
         spreadsheet_id, created = self._find_or_create(spreadsheet_title(service_id))
-        written, total = self._replace(spreadsheet_id, header, iter(rows))
+        written, total, note = self._replace(spreadsheet_id, header, iter(rows))
         added, removed = share_with_readers(
             self._http,
             spreadsheet_id,
@@ -172,15 +172,14 @@ class SheetsExporter:
             revoke_unlisted=self._revoke_unlisted,
             notify=self._notify,
         )
-        truncated = total > written
         return ExportResult(
             spreadsheet_id=spreadsheet_id,
             spreadsheet_url=SPREADSHEET_DRIVE_URL % spreadsheet_id,
             created=created,
             rows_written=written,
             rows_total=total,
-            truncated=truncated,
-            note=truncation_note(written, total, self._cell_limit) if truncated else None,
+            truncated=note is not None,
+            note=note,
             permissions_added=added,
             permissions_removed=removed,
         )
@@ -231,8 +230,8 @@ class SheetsExporter:
 
     def _replace(
         self, spreadsheet_id: str, header: list[Cell], rows: Iterator[Sequence[object]]
-    ) -> tuple[int, int]:
-        """Write into a staging worksheet, then swap it in; returns (rows written, rows seen)."""
+    ) -> tuple[int, int, str | None]:
+        """Write into a staging worksheet, then swap it in: (rows written, rows seen, note)."""
         width = len(header)
         sheets = self._sheets(spreadsheet_id)
         stale = [s for s in sheets if str(s.get("title", "")).startswith(STAGING_PREFIX)]
@@ -263,7 +262,7 @@ class SheetsExporter:
                 self._batch(spreadsheet_id, [{"deleteSheet": {"sheetId": staging_id}}],
                             "remove the unfinished worksheet")
             raise
-        return written, total
+        return written, total, note
 
     def _take(self, rows: Iterator[Sequence[object]], count: int, width: int) -> list[list[Cell]]:
         return [to_row(row, width) for row in itertools.islice(rows, count)]

@@ -22,9 +22,9 @@ from typing import Any, AnyStr
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
+from notify_pipeline.defaults import MAX_REQUEST_BYTES
 from notify_pipeline.policy import Domains
 from notify_pipeline.registry import Registry, Service
-from notify_pipeline.request import MAX_REQUEST_BYTES
 from notify_pipeline.sink import SinkController
 from notify_pipeline.submission.convert import message_fields
 from notify_pipeline.submission.credentials import CredentialStore

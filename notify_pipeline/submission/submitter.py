@@ -14,8 +14,8 @@ from collections.abc import Callable
 from typing import Any, Protocol, TypedDict
 
 from notify_pipeline.errors import RejectReason, RequestRejected
-from notify_pipeline.identity import LocalIssuer
 from notify_pipeline.inbox.local import LocalInbox
+from notify_pipeline.local_issuer import LocalIssuer
 from notify_pipeline.registry import Registry
 from notify_pipeline.request import parse_request
 

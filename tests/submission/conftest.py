@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from notify_pipeline.identity import LocalIssuer
 from notify_pipeline.inbox.local import LocalInbox
+from notify_pipeline.local_issuer import LocalIssuer
 from notify_pipeline.policy import Domains
 from notify_pipeline.submission.credentials import CredentialStore, credential_store
 from notify_pipeline.submission.live_registry import LiveRegistry

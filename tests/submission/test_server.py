@@ -11,7 +11,8 @@ from email.policy import SMTP
 
 import pytest
 
-from notify_pipeline.request import MAX_REQUEST_BYTES, parse_request
+from notify_pipeline.defaults import MAX_REQUEST_BYTES
+from notify_pipeline.request import parse_request
 from notify_pipeline.submission.convert import idempotency_key
 from notify_pipeline.submission.credentials import CredentialStore
 

@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from notify_pipeline import deployment
+
 
 class Profile(StrEnum):
     LOCAL = "local"
@@ -34,10 +36,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NOTIFY_", extra="ignore", populate_by_name=True)
 
     profile: Profile = Profile.LOCAL
-    home: Path = Path(".notify")
-    registry: Path = Path("registry")
+    home: Path = deployment.DEFAULT_HOME
+    registry: Path = deployment.DEFAULT_REGISTRY
 
-    domain: str = "notify.example.org"
+    domain: str = deployment.DEFAULT_DOMAIN
     testing_domain: str = "email-testing.notify.example.org"
     dkim_selector: str = "notify1"
     audience: str = ""
@@ -96,12 +98,12 @@ class Settings(BaseSettings):
     @property
     def deployment_audience(self) -> str:
         """The `aud` every identity token must carry."""
-        return self.audience or f"https://{self.domain}"
+        return deployment.deployment_audience(self.domain, self.audience)
 
     @property
     def local_issuer(self) -> str:
         """The `iss` of tokens minted by the local profile's issuer."""
-        return self.token_issuer or f"https://{self.domain}/local-issuer"
+        return deployment.local_issuer(self.domain, self.token_issuer)
 
     @property
     def inbox_dir(self) -> Path:

@@ -140,15 +140,21 @@ class LocalInbox(Inbox):
 
     def write_request(self, body: bytes, name: str) -> Path:
         """Drop one request into the inbox atomically (write elsewhere, then rename)."""
-        self.inbox_dir.mkdir(parents=True, exist_ok=True)
-        target = self.inbox_dir / name
-        tmp = self.inbox_dir / f".{name}.tmp"
-        with tmp.open("wb") as fh:
-            fh.write(body)
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.rename(target)
-        return target
+        return write_request(self.inbox_dir, body, name)
+
+
+def write_request(inbox_dir: Path, body: bytes, name: str) -> Path:
+    """Write `body` as `inbox_dir/name`, complete or not at all: a reader never sees a partial
+    file, because it is written and fsynced under a hidden name and then renamed into place."""
+    inbox_dir.mkdir(parents=True, exist_ok=True)
+    target = inbox_dir / name
+    tmp = inbox_dir / f".{name}.tmp"
+    with tmp.open("wb") as fh:
+        fh.write(body)
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.rename(target)
+    return target
 
 
 def _batch_id(files: Sequence[tuple[int, str]]) -> str:

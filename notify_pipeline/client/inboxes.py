@@ -71,8 +71,12 @@ class FileInbox:
         self.url = folder.as_uri() if folder.is_absolute() else f"file://{folder}"
 
     def write(self, body: bytes, *, service: str, request_id: str) -> str:
+        """A new file per send, even for a repeated id: renaming over a waiting request would
+        let a later copy replace the first. Names sort by time, so the pipeline meets copies
+        in the order they were sent, delivers the first and counts the rest as duplicates."""
+        name = object_name(service, request_id)
         try:
-            return str(write_request(self.folder, body, f"{service}--{request_id}.json"))
+            return str(write_request(self.folder, body, name))
         except OSError as exc:
             if exc.errno in _TRANSIENT_ERRNOS:
                 raise InboxUnavailable(self.url, exc.strerror or type(exc).__name__) from None

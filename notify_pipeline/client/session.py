@@ -8,7 +8,13 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+    wait_random,
+)
 
 from notify_pipeline import deployment
 from notify_pipeline.client.compose import Addresses, Attachment, build, encode
@@ -57,7 +63,7 @@ class Session:
         self._tokens = token_source or self._default_tokens(service_account)
         self._retrying = Retrying(
             stop=stop_after_attempt(max_attempts),
-            wait=wait_exponential_jitter(initial=0.2, max=5.0),
+            wait=wait_exponential(multiplier=0.2, max=5.0) + wait_random(0, 0.2),
             retry=retry_if_exception_type(Unavailable),
             reraise=True,
         )

@@ -82,13 +82,15 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]
     ) -> None:
         if hasattr(mail, "mailers"):  # Django 6.1+: the base class takes `alias` and refuses
             super().__init__(**kwargs)  # unknown OPTIONS itself
-        elif kwargs:
-            raise BackendMisconfigured(
-                "OPTIONS", f"unknown option(s) {sorted(kwargs)} for the notify email backend; "
-                f"it takes {sorted(_OPTIONS)} and fail_silently"
-            )
-        else:
+        else:  # older Django: do both here, as 6.1 would
+            alias = kwargs.pop("alias", None)
+            if kwargs:
+                raise BackendMisconfigured(
+                    "OPTIONS", f"unknown option(s) {sorted(kwargs)} for the notify email "
+                    f"backend; it takes {sorted(_OPTIONS)} and fail_silently"
+                )
             super().__init__()
+            self.alias = alias
         if username is not None or password is not None:
             raise BackendMisconfigured(
                 "auth_user", "the notify backend authenticates with the service's identity "

@@ -86,7 +86,7 @@ def encode(wire: Mapping[str, Any], token: str) -> bytes:
     try:
         request = SendRequest.model_validate_json(body)
     except ValidationError as exc:
-        raise InvalidRequest(_field(exc), RejectReason.MALFORMED, describe_errors(exc)) from None
+        raise InvalidRequest(_field(exc), RejectReason.MALFORMED, _problem(exc)) from None
     try:
         check_injection(request)
         check_headers(request.headers)
@@ -124,6 +124,14 @@ def _attachments(value: Iterable[Attachment]) -> list[dict[str, str]]:
         found.append({"filename": filename, "content_type": content_type,
                       "content_base64": base64.b64encode(content).decode("ascii")})
     return found
+
+
+def _problem(exc: ValidationError) -> str:
+    """The first problem in words (never the value), and the others in brief."""
+    first = exc.errors(include_input=False, include_url=False)[0]["msg"]
+    more = exc.error_count() - 1
+    return first.removeprefix("Value error, ") + (
+        f" (and {more} more: {describe_errors(exc)})" if more else "")
 
 
 def _field(exc: ValidationError) -> str:

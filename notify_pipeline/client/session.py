@@ -108,7 +108,7 @@ class Session:
 
     def send_wire(self, wire: Mapping[str, Any]) -> str:
         """Sign and write a request built by `compose.build`; returns where it went."""
-        where: str = self._retrying(self._attempt, wire)
+        where: str = self._retrying.copy()(self._attempt, wire)  # a copy per call: thread-safe
         log.info("request %s of %s queued at %s", wire["id"], self.service, where)
         return where
 

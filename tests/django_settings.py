@@ -3,6 +3,9 @@
 SECRET_KEY = "tests-only-not-secret"
 INSTALLED_APPS: list[str] = []
 USE_TZ = True
+# Django sets the process's TZ from TIME_ZONE (default America/Chicago), and emulators started
+# later in the same test process inherit it: fake-gcs-server then answers in local time.
+TIME_ZONE = "UTC"
 
 EMAIL_BACKEND = "notify_pipeline.client.django.EmailBackend"
 DEFAULT_FROM_EMAIL = "webmaster@localhost"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -47,9 +48,15 @@ CLIENT_SCRIPT = textwrap.dedent("""
 @pytest.fixture(scope="module")
 def client_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A virtualenv holding `pip install <this repository>`: the base install, no extras."""
-    venv = tmp_path_factory.mktemp("client-venv") / "venv"
+    root = tmp_path_factory.mktemp("client-venv")
+    source = root / "source"  # a copy, so the build leaves nothing in the working tree
+    shutil.copytree(REPO / "notify_pipeline", source / "notify_pipeline",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", str(REPO)], check=True,
+    subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", str(source)], check=True,
                    timeout=900, capture_output=True)
     return venv
 

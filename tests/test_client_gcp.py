@@ -68,7 +68,7 @@ def test_gcs_inbox_receives_what_the_gcs_adapter_reads(bucket):
 
 
 def test_gcs_uploads_are_create_only(bucket, monkeypatch):
-    monkeypatch.setattr("notify_pipeline.client.inboxes.object_name", lambda s, i: "fixed.json")
+    monkeypatch.setattr("notify_pipeline.client.session.object_name", lambda s, i: "fixed.json")
     client = session(f"gs://{bucket.name}/inbox/")
     client.send(to="alice@example.org", subject="First", text="1", idempotency_key="k")
     client.send(to="alice@example.org", subject="Second", text="2", idempotency_key="k")

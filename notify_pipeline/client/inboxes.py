@@ -29,8 +29,9 @@ _TRANSIENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EAGAIN, errno.E
 class InboxWriter(Protocol):
     url: str
 
-    def write(self, body: bytes, *, service: str, request_id: str) -> str:
-        """Put one request on the inbox; returns where it went (a path or a URL)."""
+    def write(self, body: bytes, *, name: str) -> str:
+        """Put one request on the inbox under `name` (see `object_name`; the same for every
+        attempt of one send); returns where it went (a path or a URL)."""
         ...
 
 
@@ -58,7 +59,12 @@ def open_inbox(url: str, *, timeout_seconds: float = 30.0) -> InboxWriter:
 
 
 def object_name(service: str, request_id: str, now: datetime | None = None) -> str:
-    """`<UTC time>-<service>--<id>.json`: time first, so a listing in name order is oldest first."""
+    """`<UTC time>-<service>--<id>.json`: time first, so a listing in name order is oldest first.
+
+    A new name per send, even for a repeated id: writing over a waiting request would let a
+    later copy replace the first. Copies reach the pipeline in the order they were sent; it
+    delivers the first and counts the rest as duplicates.
+    """
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S.%fZ")
     return f"{stamp}-{service}--{request_id}.json"
 
@@ -70,11 +76,7 @@ class FileInbox:
         self.folder = folder
         self.url = folder.as_uri() if folder.is_absolute() else f"file://{folder}"
 
-    def write(self, body: bytes, *, service: str, request_id: str) -> str:
-        """A new file per send, even for a repeated id: renaming over a waiting request would
-        let a later copy replace the first. Names sort by time, so the pipeline meets copies
-        in the order they were sent, delivers the first and counts the rest as duplicates."""
-        name = object_name(service, request_id)
+    def write(self, body: bytes, *, name: str) -> str:
         try:
             return str(write_request(self.folder, body, name))
         except OSError as exc:
@@ -97,10 +99,10 @@ class GcsInbox:
         except Exception as exc:
             _raise_sorted(self.url, exc)
 
-    def write(self, body: bytes, *, service: str, request_id: str) -> str:
+    def write(self, body: bytes, *, name: str) -> str:
         from google.api_core.exceptions import PreconditionFailed
 
-        name = f"{self.prefix}{object_name(service, request_id)}"
+        name = f"{self.prefix}{name}"
         blob = self._bucket.blob(name)
         try:
             blob.upload_from_string(body, content_type="application/json",
@@ -131,10 +133,9 @@ class PubSubInbox:
         except Exception as exc:
             _raise_sorted(self.url, exc)
 
-    def write(self, body: bytes, *, service: str, request_id: str) -> str:
+    def write(self, body: bytes, *, name: str) -> str:
         try:
-            future = self._publisher.publish(self.topic, body, service=service,
-                                             request_id=request_id)
+            future = self._publisher.publish(self.topic, body, name=name)
             message_id = future.result(timeout=self.timeout_seconds)
         except FutureTimeout:
             raise InboxUnavailable(self.url, "publish not confirmed in time") from None

@@ -19,7 +19,7 @@ from tenacity import (
 from notify_pipeline import deployment
 from notify_pipeline.client.compose import Addresses, Attachment, build, encode
 from notify_pipeline.client.errors import ConfigError, Unavailable
-from notify_pipeline.client.inboxes import FileInbox, InboxWriter, open_inbox
+from notify_pipeline.client.inboxes import FileInbox, InboxWriter, object_name, open_inbox
 from notify_pipeline.client.tokens import CachedToken, TokenSource, google_fetcher, local_fetcher
 from notify_pipeline.registry import SERVICE_ID, RegistryError, load_registry
 
@@ -108,13 +108,15 @@ class Session:
 
     def send_wire(self, wire: Mapping[str, Any]) -> str:
         """Sign and write a request built by `compose.build`; returns where it went."""
-        where: str = self._retrying.copy()(self._attempt, wire)  # a copy per call: thread-safe
+        name = object_name(self.service, str(wire["id"]))  # one name for every attempt
+        where: str = self._retrying.copy()(self._attempt, wire, name)  # a copy: thread-safe
         log.info("request %s of %s queued at %s", wire["id"], self.service, where)
         return where
 
-    def _attempt(self, wire: Mapping[str, Any]) -> str:
-        body = encode(wire, self._tokens.token())
-        return self._writer.write(body, service=self.service, request_id=str(wire["id"]))
+    def _attempt(self, wire: Mapping[str, Any], name: str) -> str:
+        """One try. A GCS upload that timed out but landed makes the next try's create-only
+        upload fail its precondition, which the writer takes as done."""
+        return self._writer.write(encode(wire, self._tokens.token()), name=name)
 
     def _default_tokens(self, service_account: str | None) -> TokenSource:
         if not isinstance(self._writer, FileInbox):

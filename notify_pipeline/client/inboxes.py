@@ -39,19 +39,19 @@ def open_inbox(url: str, *, timeout_seconds: float = 30.0) -> InboxWriter:
     """The writer for an inbox URL; `ConfigError("inbox")` when the URL is not one of ours."""
     parts = urlsplit(url)
     if parts.scheme == "file" and parts.netloc in ("", "localhost") and parts.path:
-        return FileInbox(Path(unquote(parts.path)))
+        return FileWriter(Path(unquote(parts.path)))
     if parts.scheme == "gs" and parts.netloc:
         prefix = parts.path.lstrip("/")
         if prefix and not prefix.endswith("/"):
             raise ConfigError("inbox", f"{url!r}: a gs:// inbox prefix must end with '/'")
-        return GcsInbox(parts.netloc, prefix, timeout_seconds=timeout_seconds)
+        return GcsWriter(parts.netloc, prefix, timeout_seconds=timeout_seconds)
     if parts.scheme == "pubsub":
         topic = f"{parts.netloc}{parts.path}"
         segments = topic.split("/")
         if len(segments) == 4 and segments[0] == "projects" and segments[2] == "topics" and all(
             segments
         ):
-            return PubSubInbox(topic, timeout_seconds=timeout_seconds)
+            return PubSubWriter(topic, timeout_seconds=timeout_seconds)
     raise ConfigError(
         "inbox", f"{url!r} is not an inbox URL: use file:///path, gs://bucket/prefix/ or "
         "pubsub://projects/PROJECT/topics/TOPIC"
@@ -69,7 +69,7 @@ def object_name(service: str, request_id: str, now: datetime | None = None) -> s
     return f"{stamp}-{service}--{request_id}.json"
 
 
-class FileInbox:
+class FileWriter:
     """The local profile's inbox folder (`$NOTIFY_HOME/inbox`)."""
 
     def __init__(self, folder: Path) -> None:
@@ -85,7 +85,7 @@ class FileInbox:
             raise ConfigError("inbox", f"cannot write to {self.folder}: {exc.strerror}") from None
 
 
-class GcsInbox:
+class GcsWriter:
     """A prefix of a GCS bucket. `STORAGE_EMULATOR_HOST` points the library at an emulator."""
 
     def __init__(self, bucket: str, prefix: str, *, timeout_seconds: float) -> None:
@@ -119,7 +119,7 @@ class GcsInbox:
 _PROJECT_UNUSED = "notify-client"
 
 
-class PubSubInbox:
+class PubSubWriter:
     """A Pub/Sub topic. `PUBSUB_EMULATOR_HOST` points the library at an emulator."""
 
     def __init__(self, topic: str, *, timeout_seconds: float) -> None:

@@ -19,7 +19,7 @@ from tenacity import (
 from notify_pipeline import deployment
 from notify_pipeline.client.compose import Addresses, Attachment, build, encode
 from notify_pipeline.client.errors import ConfigError, Unavailable
-from notify_pipeline.client.inboxes import FileInbox, InboxWriter, object_name, open_inbox
+from notify_pipeline.client.inboxes import FileWriter, InboxWriter, object_name, open_inbox
 from notify_pipeline.client.tokens import CachedToken, TokenSource, google_fetcher, local_fetcher
 from notify_pipeline.registry import SERVICE_ID, RegistryError, load_registry
 
@@ -119,7 +119,7 @@ class Session:
         return self._writer.write(encode(wire, self._tokens.token()), name=name)
 
     def _default_tokens(self, service_account: str | None) -> TokenSource:
-        if not isinstance(self._writer, FileInbox):
+        if not isinstance(self._writer, FileWriter):
             return CachedToken(google_fetcher(audience=self.audience,
                                               service_account=service_account))
         home = _local_home(self._writer.folder)

@@ -1,7 +1,8 @@
-"""Deployment defaults that both the server's `Settings` and the client read.
+"""How the identity audience and the local issuer follow from the deployment's settings, and
+those settings read straight from the environment.
 
-Kept free of server dependencies so the client derives the audience and the local issuer
-exactly as the pipeline does, from the same `NOTIFY_*` variables.
+The server's `Settings` derive the two with these functions; the client, installed without
+pydantic-settings, reads the same `NOTIFY_*` variables here, so both always agree.
 """
 
 from __future__ import annotations
@@ -10,9 +11,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-DEFAULT_HOME = Path(".notify")
-DEFAULT_REGISTRY = Path("registry")
-DEFAULT_DOMAIN = "notify.example.org"
+from notify_pipeline import defaults
 
 
 def deployment_audience(domain: str, audience: str = "") -> str:
@@ -38,18 +37,18 @@ def env_value(name: str, environ: Mapping[str, str] | None = None) -> str:
 
 
 def env_home(environ: Mapping[str, str] | None = None) -> Path:
-    return Path(_env(environ, "NOTIFY_HOME") or DEFAULT_HOME)
+    return Path(_env(environ, "NOTIFY_HOME") or Path(defaults.HOME))
 
 
 def env_registry(environ: Mapping[str, str] | None = None) -> Path:
-    return Path(_env(environ, "NOTIFY_REGISTRY") or DEFAULT_REGISTRY)
+    return Path(_env(environ, "NOTIFY_REGISTRY") or Path(defaults.REGISTRY))
 
 
 def env_audience(environ: Mapping[str, str] | None = None) -> str:
-    domain = _env(environ, "NOTIFY_DOMAIN") or DEFAULT_DOMAIN
+    domain = _env(environ, "NOTIFY_DOMAIN") or defaults.DOMAIN
     return deployment_audience(domain, _env(environ, "NOTIFY_AUDIENCE"))
 
 
 def env_local_issuer(environ: Mapping[str, str] | None = None) -> str:
-    domain = _env(environ, "NOTIFY_DOMAIN") or DEFAULT_DOMAIN
+    domain = _env(environ, "NOTIFY_DOMAIN") or defaults.DOMAIN
     return local_issuer(domain, _env(environ, "NOTIFY_TOKEN_ISSUER"))

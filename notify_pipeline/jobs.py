@@ -13,7 +13,6 @@ from typing import Any
 import dagster as dg
 
 from notify_pipeline.ledger.base import Ledger, current_owner
-from notify_pipeline.pipeline import BatchSummary, Pipeline, flush_events
 from notify_pipeline.resources import (
     DeploymentResource,
     IdentityResource,
@@ -24,7 +23,7 @@ from notify_pipeline.resources import (
     TransportResource,
     WarehouseResource,
 )
-from notify_pipeline.worker import run_worker
+from notify_pipeline.run import BatchSummary, Pipeline, flush_events, run_worker
 
 BATCH_TAG = "notify/batch"
 OWNER_TAG = "notify/owner"

@@ -16,8 +16,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from notify_pipeline.client.errors import InvalidRequest
+from notify_pipeline.defaults import MAX_REQUEST_BYTES
 from notify_pipeline.errors import RejectReason, RequestRejected
-from notify_pipeline.request import MAX_REQUEST_BYTES, SendRequest, describe_errors
+from notify_pipeline.request import SendRequest, describe_errors
 from notify_pipeline.request_checks import (
     FieldRejected,
     check_addresses,

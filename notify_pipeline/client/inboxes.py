@@ -1,6 +1,7 @@
 """Inbox writers: where a finished request goes, named by a URL.
 
-- `file:///path/to/inbox`: one file, written under a hidden name and renamed into place.
+- `file:///path/to/inbox`: one file, written under a hidden name and linked into place
+  (create-only).
 - `gs://bucket/prefix/`: one object, uploaded create-only (`if_generation_match=0`).
 - `pubsub://projects/P/topics/T`: one message, its publish awaited with a timeout.
 
@@ -18,8 +19,8 @@ from pathlib import Path
 from typing import NoReturn, Protocol
 from urllib.parse import unquote, urlsplit
 
+from notify_pipeline import files
 from notify_pipeline.client.errors import ConfigError, InboxUnavailable
-from notify_pipeline.inbox.local import write_request
 
 # Errors of a local folder that may clear by themselves; anything else is a setup fault.
 _TRANSIENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EAGAIN, errno.EINTR, errno.EIO,
@@ -77,12 +78,15 @@ class FileWriter:
         self.url = folder.as_uri() if folder.is_absolute() else f"file://{folder}"
 
     def write(self, body: bytes, *, name: str) -> str:
+        """Create-only, like the GCS writer: a file already there is an earlier attempt's."""
+        path = self.folder / name
         try:
-            return str(write_request(self.folder, body, name))
+            files.create_once(path, body, mode=files.SHARED)
         except OSError as exc:
             if exc.errno in _TRANSIENT_ERRNOS:
                 raise InboxUnavailable(self.url, exc.strerror or type(exc).__name__) from None
             raise ConfigError("inbox", f"cannot write to {self.folder}: {exc.strerror}") from None
+        return str(path)
 
 
 class GcsWriter:

@@ -79,7 +79,7 @@ def local_fetcher(
     *, keys_dir: Path, issuer: str, service_account: str, audience: str, ttl_seconds: int = 3600
 ) -> Fetcher:
     """Mint with the local issuer whose key lives under `keys_dir` (created on first use)."""
-    from notify_pipeline.identity import LocalIssuer
+    from notify_pipeline.local_issuer import LocalIssuer
 
     local = LocalIssuer(keys_dir, issuer)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -57,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     dns = sub.add_parser("dns-records", help="SPF, DKIM and DMARC records to publish, as JSON")
     dns.set_defaults(handler=cmd_dns_records)
 
-    enqueue = sub.add_parser("enqueue", help="put one send request on the local inbox")
+    enqueue = sub.add_parser("enqueue", help="put one send request on an inbox, through the client")
     enqueue.add_argument("--service", required=True)
     enqueue.add_argument("--to", action="append", required=True, metavar="ADDR")
     enqueue.add_argument("--cc", action="append", default=[], metavar="ADDR")
@@ -72,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     who = enqueue.add_mutually_exclusive_group()
     who.add_argument("--service-account", help="mint a token for this account (local profile)")
     who.add_argument("--token", help="an ID token obtained elsewhere")
+    enqueue.add_argument("--inbox", metavar="URL", help="file:///path, gs://bucket/prefix/ or "
+                         "pubsub://projects/P/topics/T (default: the profile's inbox)")
     enqueue.set_defaults(handler=cmd_enqueue)
 
     sink = sub.add_parser("sink", help="run the local SMTP sink (Maildir under $NOTIFY_HOME/mail)")
@@ -163,46 +164,44 @@ def cmd_dns_records(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:
-    from notify_pipeline.inbox.local import LocalInbox
+    """Send one request through the client, as a service would, and say where it went."""
+    from notify_pipeline.client.compose import build
+    from notify_pipeline.client.session import Session
+    from notify_pipeline.client.tokens import StaticToken
 
-    request: dict[str, Any] = {
-        "version": 1,
-        "id": args.id or secrets.token_hex(16),
-        "service": args.service,
-        "identity_token": args.token or _token_for(args, settings),
-        "to": args.to,
-        "cc": args.cc,
-        "bcc": args.bcc,
-        "reply_to": args.reply_to,
-        "subject": args.subject,
-    }
-    request["text" if args.text is not None else "html"] = (
-        args.text if args.text is not None else args.html
+    inbox = args.inbox or _default_inbox(settings)
+    session = Session(
+        args.service, inbox, service_account=args.service_account,
+        audience=settings.deployment_audience,
+        token_source=StaticToken(args.token) if args.token else None,
     )
-    if args.from_tag:
-        request["from_tag"] = args.from_tag
-    if settings.profile is not Profile.LOCAL:
-        raise ConfigError("NOTIFY_PROFILE", "enqueue writes to the local inbox only")
-    name = f"{args.service}--{request['id']}.json"
-    path = LocalInbox(settings.home).write_request(json.dumps(request).encode(), name)
-    print(json.dumps({"id": request["id"], "path": str(path)}))
+    wire = build(
+        args.service, to=args.to, cc=args.cc, bcc=args.bcc, reply_to=args.reply_to,
+        subject=args.subject, text=args.text, html=args.html, idempotency_key=args.id,
+        from_tag=args.from_tag,
+    )
+    where = session.send_wire(wire)
+    local = inbox.startswith("file:")
+    report = {"id": wire["id"], "inbox": session.inbox, "path" if local else "location": where}
+    if local:
+        report["rejected"] = str((settings.home / "rejected").resolve())
+    print(json.dumps(report))
+    print(f"notify: request {wire['id']} queued at {where}"
+          + (f"; a rejection would appear in {report['rejected']}" if local else ""),
+          file=sys.stderr)
     return 0
 
 
-def _token_for(args: argparse.Namespace, settings: Settings) -> str:
-    """Mint a token for --service-account, or for the service's first registered account."""
-    from notify_pipeline.registry import load_registry
+def _default_inbox(settings: Settings) -> str:
+    """The profile's own inbox: the local folder, or the gcp profile's GCS prefix."""
+    from notify_pipeline.settings import InboxKind
 
-    account = args.service_account
-    if account is None:
-        service = load_registry(settings.registry).get(args.service)
-        if service is None:
-            raise ConfigError("--service", f"no service {args.service!r} is registered")
-        account = service.service_accounts[0]
-    token: str = _local_issuer(settings).mint(
-        service_account=account, audience=settings.deployment_audience
-    )
-    return token
+    if settings.profile is Profile.LOCAL:
+        return settings.inbox_dir.resolve().as_uri()
+    if settings.inbox is InboxKind.GCS and settings.gcs_bucket:
+        return f"gs://{settings.gcs_bucket}/{settings.gcs_inbox_prefix}"
+    raise ConfigError("--inbox", "the gcp profile's Pub/Sub inbox is read from a subscription; "
+                      "name the topic to publish to: --inbox pubsub://projects/P/topics/T")
 
 
 def cmd_sink(args: argparse.Namespace, settings: Settings) -> int:

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from typing import Final
 
+# Where the local profile keeps its state, and the service registry
+HOME: Final = ".notify"
+REGISTRY: Final = "registry"
+
 # Sending domains, DKIM and caller identity
 DOMAIN: Final = "notify.example.org"
 TESTING_DOMAIN: Final = "email-testing.notify.example.org"

@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from notify_pipeline import defaults as d
+from notify_pipeline import deployment
 
 
 class Profile(StrEnum):
@@ -32,8 +33,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NOTIFY_", extra="ignore", populate_by_name=True)
 
     profile: Profile = Profile.LOCAL
-    home: Path = Path(".notify")
-    registry: Path = Path("registry")
+    home: Path = Path(d.HOME)
+    registry: Path = Path(d.REGISTRY)
 
     domain: str = d.DOMAIN
     testing_domain: str = d.TESTING_DOMAIN
@@ -94,12 +95,12 @@ class Settings(BaseSettings):
     @property
     def deployment_audience(self) -> str:
         """The `aud` every identity token must carry."""
-        return self.audience or f"https://{self.domain}"
+        return deployment.deployment_audience(self.domain, self.audience)
 
     @property
     def local_issuer(self) -> str:
         """The `iss` of tokens minted by the local profile's issuer."""
-        return self.token_issuer or f"https://{self.domain}/local-issuer"
+        return deployment.local_issuer(self.domain, self.token_issuer)
 
     @property
     def inbox_dir(self) -> Path:

@@ -18,8 +18,9 @@ from email.headerregistry import Address
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
 
-from notify_pipeline.policy import DISALLOWED_HEADERS, DISALLOWED_PREFIXES, Domains
+from notify_pipeline.policy import Domains
 from notify_pipeline.registry import Service
+from notify_pipeline.request_checks import DISALLOWED_HEADERS, DISALLOWED_PREFIXES
 from notify_pipeline.submission.errors import MessageRefused, SubmissionReason
 from notify_pipeline.submission.sender import sender_tag
 from notify_pipeline.submission.submitter import SendFields

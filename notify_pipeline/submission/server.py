@@ -23,6 +23,7 @@ from typing import Any, AnyStr
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from notify_pipeline.defaults import MAX_REQUEST_BYTES
+from notify_pipeline.errors import ConfigError
 from notify_pipeline.policy import Domains
 from notify_pipeline.registry import Registry, Service
 from notify_pipeline.sink import SinkController
@@ -168,6 +169,9 @@ class SubmissionHandler:
             request_id = await asyncio.to_thread(self._submit, service, envelope)
         except MessageRefused as exc:
             return _reply(exc)
+        except ConfigError:  # the server's inbox, not the message: a ValueError, but not 554
+            logger.exception("SMTP submission cannot reach its inbox; answered 451")
+            return TRY_LATER
         except ValueError as exc:  # the submitter refused the request: the wire format
             too_large = getattr(exc, "reason", None) == SubmissionReason.TOO_LARGE.value
             reason = SubmissionReason.TOO_LARGE if too_large else SubmissionReason.INVALID_MESSAGE

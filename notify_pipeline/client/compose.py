@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -70,6 +71,48 @@ def build(
             wire[name] = value
     encode(wire, TOKEN_PLACEHOLDER)
     return wire
+
+
+class Sender(ABC):
+    """What `Session` and `MockSession` share: `send` builds and checks one request,
+    `send_wire` puts it where it goes."""
+
+    service: str
+
+    def send(
+        self,
+        *,
+        to: Addresses,
+        subject: str,
+        text: str | None = None,
+        html: str | None = None,
+        cc: Addresses = (),
+        bcc: Addresses = (),
+        reply_to: Addresses = (),
+        headers: Mapping[str, str] | None = None,
+        tags: Mapping[str, str] | None = None,
+        attachments: Iterable[Attachment] = (),
+        idempotency_key: str | None = None,
+        from_tag: str | None = None,
+    ) -> str:
+        """Send one request and return its id (`idempotency_key`, else a random one).
+
+        Raises `InvalidRequest` (a `ValueError`; nothing written) for a request the pipeline
+        would refuse whatever the service, `InboxUnavailable` / `IdentityUnavailable` once the
+        retries are spent, `ConfigError` for a setting to fix. Sending the same
+        `idempotency_key` again is safe: the pipeline delivers it once.
+        """
+        wire = build(
+            self.service, to=to, subject=subject, text=text, html=html, cc=cc, bcc=bcc,
+            reply_to=reply_to, headers=headers, tags=tags, attachments=attachments,
+            idempotency_key=idempotency_key, from_tag=from_tag,
+        )
+        self.send_wire(wire)
+        return str(wire["id"])
+
+    @abstractmethod
+    def send_wire(self, wire: Mapping[str, Any]) -> str:
+        """Deliver a request built by `build`; returns where it went."""
 
 
 def encode(wire: Mapping[str, Any], token: str) -> bytes:

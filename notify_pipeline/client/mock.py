@@ -7,16 +7,16 @@ the test too; what it records is the wire format, without the identity token.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from notify_pipeline.client.compose import TOKEN_PLACEHOLDER, Addresses, Attachment, build, encode
+from notify_pipeline.client.compose import TOKEN_PLACEHOLDER, Sender, encode
 from notify_pipeline.client.session import check_service
 
 Request = dict[str, Any]
 
 
-class MockSession:
+class MockSession(Sender):
     """Records each request in `.sent` (oldest first); see the filters and `assert_sent`."""
 
     def __init__(self, service: str) -> None:
@@ -26,30 +26,6 @@ class MockSession:
 
     def __repr__(self) -> str:
         return f"MockSession(service={self.service!r}, sent={len(self.sent)})"
-
-    def send(
-        self,
-        *,
-        to: Addresses,
-        subject: str,
-        text: str | None = None,
-        html: str | None = None,
-        cc: Addresses = (),
-        bcc: Addresses = (),
-        reply_to: Addresses = (),
-        headers: Mapping[str, str] | None = None,
-        tags: Mapping[str, str] | None = None,
-        attachments: Iterable[Attachment] = (),
-        idempotency_key: str | None = None,
-        from_tag: str | None = None,
-    ) -> str:
-        wire = build(
-            self.service, to=to, subject=subject, text=text, html=html, cc=cc, bcc=bcc,
-            reply_to=reply_to, headers=headers, tags=tags, attachments=attachments,
-            idempotency_key=idempotency_key, from_tag=from_tag,
-        )
-        self.send_wire(wire)
-        return str(wire["id"])
 
     def send_wire(self, wire: Mapping[str, Any]) -> str:
         """Record a request built by `compose.build`, checked as `Session.send_wire` checks it."""

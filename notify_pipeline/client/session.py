@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from tenacity import (
 )
 
 from notify_pipeline import deployment
-from notify_pipeline.client.compose import Addresses, Attachment, build, encode
+from notify_pipeline.client.compose import Sender, encode
 from notify_pipeline.client.errors import ConfigError, Unavailable
 from notify_pipeline.client.inboxes import FileWriter, InboxWriter, object_name, open_inbox
 from notify_pipeline.client.tokens import CachedToken, TokenSource, google_fetcher, local_fetcher
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 _SERVICE_ID = re.compile(SERVICE_ID)
 
 
-class Session:
+class Session(Sender):
     """Sends requests for one service to one inbox, with that service's identity.
 
     `inbox` is `file:///path`, `gs://bucket/prefix/` or `pubsub://projects/P/topics/T`.
@@ -74,37 +74,6 @@ class Session:
     @property
     def inbox(self) -> str:
         return self._writer.url
-
-    def send(
-        self,
-        *,
-        to: Addresses,
-        subject: str,
-        text: str | None = None,
-        html: str | None = None,
-        cc: Addresses = (),
-        bcc: Addresses = (),
-        reply_to: Addresses = (),
-        headers: Mapping[str, str] | None = None,
-        tags: Mapping[str, str] | None = None,
-        attachments: Iterable[Attachment] = (),
-        idempotency_key: str | None = None,
-        from_tag: str | None = None,
-    ) -> str:
-        """Put one request on the inbox and return its id (`idempotency_key`, else a random one).
-
-        Raises `InvalidRequest` (a `ValueError`; nothing written) for a request the pipeline
-        would refuse whatever the service, `InboxUnavailable` / `IdentityUnavailable` once the
-        retries are spent, `ConfigError` for a setting to fix. Sending the same
-        `idempotency_key` again is safe: the pipeline delivers it once.
-        """
-        wire = build(
-            self.service, to=to, subject=subject, text=text, html=html, cc=cc, bcc=bcc,
-            reply_to=reply_to, headers=headers, tags=tags, attachments=attachments,
-            idempotency_key=idempotency_key, from_tag=from_tag,
-        )
-        self.send_wire(wire)
-        return str(wire["id"])
 
     def send_wire(self, wire: Mapping[str, Any]) -> str:
         """Sign and write a request built by `compose.build`; returns where it went."""

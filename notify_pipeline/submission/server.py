@@ -17,7 +17,6 @@ import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, AnyStr
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
@@ -26,7 +25,7 @@ from notify_pipeline.defaults import MAX_REQUEST_BYTES
 from notify_pipeline.errors import ConfigError
 from notify_pipeline.policy import Domains
 from notify_pipeline.registry import Registry, Service
-from notify_pipeline.sink import SinkController
+from notify_pipeline.sink import BackgroundServer, SinkController
 from notify_pipeline.submission.convert import message_fields
 from notify_pipeline.submission.credentials import CredentialStore
 from notify_pipeline.submission.errors import MessageRefused, SubmissionReason
@@ -223,50 +222,27 @@ class _Controller(SinkController):
         return SubmissionSMTP(self.handler, **self.SMTP_kwargs)
 
 
-class SubmissionServer:
-    """The server in a background thread: start()/stop() or a `with` block; port 0 picks one."""
+class SubmissionServer(BackgroundServer):
+    """The submission server in a background thread (see `BackgroundServer`)."""
+
+    name = "the submission server"
 
     def __init__(
         self, handler: SubmissionHandler, *, tls: ssl.SSLContext, host: str = "127.0.0.1",
         port: int = 587, server_hostname: str = "localhost",
     ) -> None:
+        super().__init__(host, port)
         self.handler = handler
-        self.host = host
-        self._port = port
         self._tls = tls
         self._server_hostname = server_hostname
-        self._controller: _Controller | None = None
 
-    @property
-    def port(self) -> int:
-        return self._port
-
-    def start(self) -> None:
-        if self._controller is not None:
-            raise RuntimeError("the submission server is already running")
-        controller = _Controller(
-            self.handler, hostname=self.host, port=self._port,
+    def _new_controller(self, port: int) -> SinkController:
+        return _Controller(
+            self.handler, hostname=self.host, port=port,
             server_hostname=self._server_hostname, tls_context=self._tls,
             require_starttls=True, auth_required=True, auth_require_tls=True,
             data_size_limit=MAX_REQUEST_BYTES,
         )
-        controller.start()
-        self._controller, self._port = controller, controller.port
-
-    def stop(self) -> None:
-        controller, self._controller = self._controller, None
-        if controller is not None:
-            controller.stop()
-
-    def __enter__(self) -> SubmissionServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def serve_until_stopped(server: SubmissionServer, *, announce: Callable[[str], None]) -> None:

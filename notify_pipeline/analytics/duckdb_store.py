@@ -18,6 +18,7 @@ from notify_pipeline.analytics.store import (
     BOUNCE_FORWARDING_WATERMARK,
     DAILY_STATS_WATERMARK,
     EPOCH,
+    WATERMARK_OVERLAP,
     AnalyticsStore,
     Bounce,
     DailyRefresh,
@@ -29,10 +30,6 @@ from notify_pipeline.analytics.store import (
 from notify_pipeline.registry import AlertThresholds
 from notify_pipeline.warehouse.base import service_table
 from notify_pipeline.warehouse.duckdb import DDL, SCHEMA, DuckDBWarehouse
-
-# Events whose `recorded_at` is stamped just before a slower writer commits may land behind the
-# watermark; days touched this long before it are recomputed again (recomputing is idempotent).
-WATERMARK_OVERLAP = timedelta(minutes=10)
 
 ANALYTICS_DDL = f"""
 CREATE TABLE IF NOT EXISTS {SCHEMA}.daily_stats (

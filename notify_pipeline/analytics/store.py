@@ -9,7 +9,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from notify_pipeline.analytics.rates import Level, RateRow, window_start
@@ -17,6 +17,9 @@ from notify_pipeline.registry import AlertThresholds
 
 # The earliest watermark: before any event was recorded.
 EPOCH = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
+# Events whose `recorded_at` is stamped just before a slower writer commits may land behind the
+# watermark; days touched this long before it are recomputed again (recomputing is idempotent).
+WATERMARK_OVERLAP = timedelta(minutes=10)
 DAILY_STATS_WATERMARK = "daily_stats"
 BOUNCE_FORWARDING_WATERMARK = "bounce_forwarding"
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import dagster as dg
 
+from notify_pipeline.assets.resource import AnalyticsResource
 from notify_pipeline.errors import ConfigError
 from notify_pipeline.resources import (
     BigQueryWarehouseResource,
@@ -54,6 +55,8 @@ def _common(s: Settings) -> dict[str, Any]:
         ),
         "registry": RegistryResource(path=str(s.registry.resolve())),
         "signing": SigningResource(keys_dir=str(home / "keys"), selector=s.dkim_selector),
+        "analytics": AnalyticsResource(home=str(home), export_days=s.export_days,
+                                       apply_access=s.profile is Profile.GCP),
     }
 
 

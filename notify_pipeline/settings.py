@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     suppression_days: int = Field(default=90, ge=1)
     max_request_bytes: int = 10 * 1024 * 1024
 
+    # Analytics: how many days of events `sheets_export` writes.
+    export_days: int = Field(default=90, ge=1)
+
     # One long-lived delivery_worker run instead of a run per batch (see sensors/worker.py).
     delivery_worker: bool = True
     worker_poll_seconds: float = Field(default=0.25, gt=0)

@@ -29,6 +29,7 @@ from notify_pipeline.analytics.store import (
     TopReasons,
     rate_params,
     rate_row,
+    stored_rate_row,
 )
 from notify_pipeline.registry import AlertThresholds
 from notify_pipeline.warehouse.base import service_table
@@ -133,6 +134,11 @@ class BigQueryAnalytics(AnalyticsStore):
             name: getattr(row, name) for name in sql.RATE_COLUMNS} | {
             "bounce_level": row.bounce_level.value, "complaint_level": row.complaint_level.value})
         return row
+
+    def rate_on(self, service: str, as_of: date) -> RateRow | None:
+        self.ensure_tables()
+        rows = self._run(sql.rate_on(self.dialect), {"service": service, "as_of": as_of})
+        return stored_rate_row(service, as_of, tuple(rows[0])) if rows else None
 
     def top_reasons(self, service: str, as_of: date, window_days: int, limit: int = 5
                     ) -> TopReasons:

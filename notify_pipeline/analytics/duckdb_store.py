@@ -26,6 +26,7 @@ from notify_pipeline.analytics.store import (
     TopReasons,
     rate_params,
     rate_row,
+    stored_rate_row,
 )
 from notify_pipeline.registry import AlertThresholds
 from notify_pipeline.warehouse.base import service_table
@@ -105,6 +106,12 @@ class DuckDBAnalytics(AnalyticsStore):
             con.execute(sql.insert_rate(D), _rate_values(row))
             con.execute("COMMIT")
         return row
+
+    def rate_on(self, service: str, as_of: date) -> RateRow | None:
+        self.ensure_tables()
+        with self._connect(read_only=True) as con:
+            row = con.execute(sql.rate_on(D), {"service": service, "as_of": as_of}).fetchone()
+        return stored_rate_row(service, as_of, row) if row else None
 
     def top_reasons(self, service: str, as_of: date, window_days: int, limit: int = 5
                     ) -> TopReasons:

@@ -148,6 +148,15 @@ def insert_rate(d: Dialect) -> str:
     return f"INSERT INTO {d.table('bounce_rates')} ({', '.join(RATE_COLUMNS)}) VALUES ({values})"  # noqa: S608
 
 
+def rate_on(d: Dialect) -> str:
+    """Params: service, as_of."""
+    return (
+        "SELECT window_days, sent, bounced, complained, bounce_rate, complaint_rate,"  # noqa: S608
+        f" bounce_level, complaint_level FROM {d.table('bounce_rates')}"
+        f" WHERE service = {d.p('service')} AND as_of = {d.p('as_of')}"
+    )
+
+
 def top_reasons(d: Dialect) -> str:
     """The commonest reasons of one kind of event in the window. Params: service, event_type,
     bounce_type (ignored when null), start, end (timestamps), limit."""

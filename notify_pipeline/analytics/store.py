@@ -7,11 +7,12 @@ loads a service's whole history into this process; exports stream rows in chunks
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from notify_pipeline.analytics.access import Grant
 from notify_pipeline.analytics.rates import Level, RateRow, window_start
 from notify_pipeline.registry import AlertThresholds
 
@@ -94,6 +95,11 @@ def rate_row(service: str, as_of: date, window_days: int, values: tuple[Any, ...
     )
 
 
+def stored_rate_row(service: str, as_of: date, values: tuple[Any, ...]) -> RateRow:
+    """A row read back by `sql.rate_on` (window_days first, then as `rate_row`)."""
+    return rate_row(service, as_of, int(values[0]), tuple(values[1:]))
+
+
 class AnalyticsStore(ABC):
     @abstractmethod
     def ensure_tables(self) -> None:
@@ -113,6 +119,10 @@ class AnalyticsStore(ABC):
         """The window ending on `as_of`, from `daily_stats`; replaces that day's row."""
 
     @abstractmethod
+    def rate_on(self, service: str, as_of: date) -> RateRow | None:
+        """The `bounce_rates` row of that day, if one was computed."""
+
+    @abstractmethod
     def top_reasons(self, service: str, as_of: date, window_days: int, limit: int = 5
                     ) -> TopReasons:
         """The commonest permanent-bounce and complaint reasons in the window."""
@@ -129,6 +139,11 @@ class AnalyticsStore(ABC):
     @abstractmethod
     def delete_expired(self, service: str, cutoff: datetime) -> int:
         """Delete the service's events that occurred before `cutoff`; returns how many."""
+
+    def apply_access(self, table: str, grants: Sequence[Grant]) -> bool:
+        """Put the grants in force (idempotently); False where the warehouse has no principals
+        to grant to (DuckDB: the plan is only shown)."""
+        return False
 
     @abstractmethod
     def export_rows(self, service: str, since: datetime, chunk: int = 10_000

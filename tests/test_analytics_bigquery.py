@@ -10,7 +10,9 @@ import uuid
 from datetime import date, timedelta
 
 import pytest
+from google.api_core.exceptions import MethodNotAllowed
 
+from notify_pipeline.analytics.access import READER_ROLE, Grant
 from notify_pipeline.analytics.bigquery_store import BigQueryAnalytics
 from notify_pipeline.analytics.rates import Level
 from notify_pipeline.events import BounceType, Event, EventType
@@ -97,3 +99,25 @@ def test_retention_and_export(warehouse, store):
     assert store.delete_expired("svc", at(D2, 0)) == 3
     assert store.delete_expired("svc", at(D2, 0)) == 0
     assert sum(len(c) for c in store.export_rows("svc", at(D1, 0))) == 2
+
+
+def test_the_view_is_authorized_on_the_events_dataset_once(warehouse, store, client):
+    warehouse.write_events(events("svc", D1, "send", 1))
+    table = store.refresh_service_events("svc").table
+    assert store.authorize_view(table) is True
+    assert store.authorize_view(table) is False
+    entries = client.get_dataset(table.rsplit(".", 1)[0]).access_entries
+    assert [e.entity_id["tableId"] for e in entries if e.entity_type == "view"] == ["events_svc"]
+
+
+@pytest.mark.xfail(strict=True, raises=MethodNotAllowed,
+                   reason="bqemulator has no tables.getIamPolicy / setIamPolicy (HTTP 405)")
+def test_reporting_principals_are_granted_read_on_their_view_only(warehouse, store, client):
+    warehouse.write_events(events("svc", D1, "send", 1))
+    table = store.refresh_service_events("svc").table
+    grants = [Grant("group:svc-analysts@example.org", READER_ROLE, table)]
+    assert store.grant_readers(table, grants) is True
+    assert store.grant_readers(table, grants) is False
+    policy = client.get_iam_policy(table)
+    assert [(b["role"], sorted(b["members"])) for b in policy.bindings] == [
+        (READER_ROLE, ["group:svc-analysts@example.org"])]

@@ -9,10 +9,26 @@ neither `events` nor any other service's view. Locally the same plan is computed
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
+from notify_pipeline.errors import NotifyError
 from notify_pipeline.registry import Service
 
 READER_ROLE = "roles/bigquery.dataViewer"
+
+
+class AccessFailure(StrEnum):
+    DENIED = "permission_denied"  # the deployment's account may not change the policy
+    UNSUPPORTED = "unsupported"  # the BigQuery endpoint has no such call (an emulator)
+    FAILED = "failed"
+
+
+class AccessNotApplied(NotifyError):
+    """The access plan could not be put in force; the table itself is up to date."""
+
+    def __init__(self, reason: AccessFailure, message: str) -> None:
+        super().__init__(f"{reason.value}: {message}")
+        self.reason = reason
 
 
 @dataclass(frozen=True)

@@ -8,14 +8,16 @@ repeated: a crash leaves the watermark where it was, and the next run recomputes
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
 
+from google.api_core.exceptions import Forbidden, GoogleAPICallError, MethodNotAllowed, NotFound
 from google.cloud import bigquery
 from google.cloud.bigquery.retry import DEFAULT_JOB_RETRY, DEFAULT_RETRY
 
 from notify_pipeline.analytics import sql
+from notify_pipeline.analytics.access import AccessFailure, AccessNotApplied, Grant
 from notify_pipeline.analytics.rates import RateRow, window_bounds
 from notify_pipeline.analytics.store import (
     BOUNCE_FORWARDING_WATERMARK,
@@ -64,6 +66,23 @@ def _parameter(name: str, value: Any) -> Parameter:
             else "FLOAT64" if isinstance(value, float) else "TIMESTAMP"
             if isinstance(value, datetime) else "DATE" if isinstance(value, date) else "STRING")
     return bigquery.ScalarQueryParameter(name, kind, value)
+
+
+def _grant(policy: Any, grants: Sequence[Grant]) -> bool:
+    """Add the grants' members to the policy's bindings; True when something was added."""
+    changed = False
+    for role in sorted({g.role for g in grants}):
+        wanted = {g.principal for g in grants if g.role == role}
+        binding = next((b for b in policy.bindings if b["role"] == role), None)
+        if binding is None:
+            policy.bindings.append({"role": role, "members": set(wanted)})
+            changed = True
+            continue
+        missing = wanted - set(binding["members"])
+        if missing:
+            binding["members"] = set(binding["members"]) | missing
+            changed = True
+    return changed
 
 
 class BigQueryAnalytics(AnalyticsStore):
@@ -172,6 +191,41 @@ class BigQueryAnalytics(AnalyticsStore):
         if doomed:
             self._run(sql.delete_expired(self.dialect), params)
         return doomed
+
+    def apply_access(self, table: str, grants: Sequence[Grant]) -> bool:
+        """Authorize the view on the events dataset, then grant each principal read access to
+        the view alone (table-level IAM). Both steps change nothing when already in force."""
+        try:
+            self.authorize_view(table)
+            self.grant_readers(table, grants)
+        except GoogleAPICallError as exc:
+            reason = (AccessFailure.DENIED if isinstance(exc, Forbidden) else
+                      AccessFailure.UNSUPPORTED if isinstance(exc, MethodNotAllowed | NotFound)
+                      else AccessFailure.FAILED)
+            raise AccessNotApplied(reason, f"{table}: HTTP {exc.code}") from exc
+        return True
+
+    def authorize_view(self, table: str) -> bool:
+        """Let the view read the events on its readers' behalf; True when newly authorized."""
+        project, dataset_id, view = table.split(".")
+        dataset = self._client.get_dataset(f"{project}.{dataset_id}", retry=self._retry,
+                                           timeout=self._timeout)
+        entry = bigquery.AccessEntry(None, "view", {
+            "projectId": project, "datasetId": dataset_id, "tableId": view})
+        if entry in dataset.access_entries:
+            return False
+        dataset.access_entries = [*dataset.access_entries, entry]
+        self._client.update_dataset(dataset, ["access_entries"], retry=self._retry,
+                                    timeout=self._timeout)
+        return True
+
+    def grant_readers(self, table: str, grants: Sequence[Grant]) -> bool:
+        """Table-level IAM bindings for the grants; True when the policy changed."""
+        policy = self._client.get_iam_policy(table, retry=self._retry, timeout=self._timeout)
+        if not _grant(policy, grants):
+            return False
+        self._client.set_iam_policy(table, policy, retry=self._retry, timeout=self._timeout)
+        return True
 
     def export_rows(self, service: str, since: datetime, chunk: int = 10_000
                     ) -> Iterator[list[tuple[Any, ...]]]:

@@ -1,12 +1,13 @@
 """The per-service tables: `service_events`, `daily_stats` and `event_retention`."""
 
 
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import dagster as dg
 
-from notify_pipeline.analytics.access import access_plan
+from notify_pipeline.analytics.access import AccessNotApplied, access_plan
 from notify_pipeline.assets.events import EVENTS
 from notify_pipeline.assets.partitions import services
 from notify_pipeline.assets.resource import AnalyticsResource, analytics_store
@@ -28,9 +29,29 @@ def registered(registry: RegistryResource, service_id: str) -> Service:
 
 
 @dg.asset(partitions_def=services, deps=[EVENTS], group_name=GROUP, kinds={"table"})
+def event_retention(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+                    registry: RegistryResource) -> dg.MaterializeResult:  # type: ignore[type-arg]
+    """Deletes the service's events that occurred more than its `retention_days` (default 400)
+    ago, before the tables downstream are refreshed (so they agree with what is kept). In
+    BigQuery the delete names only old `occurred_at` partitions."""
+    service = registered(registry, context.partition_key)
+    cutoff = utcnow() - timedelta(days=service.retention_days)
+    deleted = analytics_store(warehouse).delete_expired(service.id, cutoff)
+    return dg.MaterializeResult(metadata={
+        "deleted": dg.MetadataValue.int(deleted),
+        "retention_days": dg.MetadataValue.int(service.retention_days),
+        "cutoff": dg.MetadataValue.timestamp(cutoff),
+    })
+
+
+@dg.asset(partitions_def=services, deps=[EVENTS, event_retention], group_name=GROUP,
+          kinds={"table"}, check_specs=[dg.AssetCheckSpec(
+              "reporting_access", asset="service_events",
+              description="In gcp, the access plan is in force: the service's reporting"
+              " principals may read its table and nothing else. Locally it is only shown.")])
 def service_events(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
                    registry: RegistryResource, analytics: AnalyticsResource
-                   ) -> dg.MaterializeResult:  # type: ignore[type-arg]
+                   ) -> Iterator[Any]:
     """The service's own event table `notify_events.events_<service id with - as _>`: exactly
     its rows of `events`, with the event columns. Analysts and Looker Studio read this; in gcp
     only the service's reporting principals may (the access plan is in the metadata)."""
@@ -46,13 +67,25 @@ def service_events(context: dg.AssetExecutionContext, warehouse: WarehouseResour
     if summary.newest is not None:
         metadata["newest_event"] = dg.MetadataValue.timestamp(summary.newest)
     grants = access_plan(service, summary.table)
-    applied = analytics.apply_access and store.apply_access(summary.table, grants)
     metadata["access_plan"] = dg.MetadataValue.json([g.as_dict() for g in grants])
+    problem = ""
+    try:
+        applied = analytics.apply_access and store.apply_access(summary.table, grants)
+    except AccessNotApplied as exc:
+        applied, problem = False, str(exc)
+        context.log.warning(f"access plan not applied: {problem}")
+        metadata["access_error"] = dg.MetadataValue.text(problem)
     metadata["access_applied"] = dg.MetadataValue.bool(applied)
-    return dg.MaterializeResult(metadata=metadata)
+    yield dg.MaterializeResult(metadata=metadata)
+    yield dg.AssetCheckResult(
+        check_name="reporting_access", passed=not problem,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"applied": dg.MetadataValue.bool(applied),
+                  "grants": dg.MetadataValue.int(len(grants))})
 
 
-@dg.asset(partitions_def=services, deps=[EVENTS], group_name=GROUP, kinds={"table"})
+@dg.asset(partitions_def=services, deps=[EVENTS, event_retention], group_name=GROUP,
+          kinds={"table"})
 def daily_stats(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
                 registry: RegistryResource) -> dg.MaterializeResult:  # type: ignore[type-arg]
     """`notify_events.daily_stats`: one row per (service, UTC day) counting sent, delivered,
@@ -70,18 +103,3 @@ def daily_stats(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
     if refresh.watermark is not None:
         metadata["recorded_through"] = dg.MetadataValue.timestamp(refresh.watermark)
     return dg.MaterializeResult(metadata=metadata)
-
-
-@dg.asset(partitions_def=services, deps=[EVENTS], group_name=GROUP, kinds={"table"})
-def event_retention(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
-                    registry: RegistryResource) -> dg.MaterializeResult:  # type: ignore[type-arg]
-    """Deletes the service's events that occurred more than its `retention_days` (default 400)
-    ago. In BigQuery the delete names only old `occurred_at` partitions."""
-    service = registered(registry, context.partition_key)
-    cutoff = utcnow() - timedelta(days=service.retention_days)
-    deleted = analytics_store(warehouse).delete_expired(service.id, cutoff)
-    return dg.MaterializeResult(metadata={
-        "deleted": dg.MetadataValue.int(deleted),
-        "retention_days": dg.MetadataValue.int(service.retention_days),
-        "cutoff": dg.MetadataValue.timestamp(cutoff),
-    })

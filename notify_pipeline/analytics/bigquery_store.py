@@ -96,6 +96,7 @@ class BigQueryAnalytics(AnalyticsStore):
         prefix = warehouse.table_id.rsplit(".", 1)[0]
         self.dialect = sql.bigquery_dialect(lambda name: f"`{prefix}.{name}`")
         self._prefix = prefix
+        self._ready = False
 
     def _run(self, statement: str, params: Mapping[str, Any] | None = None) -> list[Any]:
         config = bigquery.QueryJobConfig(
@@ -109,6 +110,8 @@ class BigQueryAnalytics(AnalyticsStore):
         return rows[0][0] if rows else None
 
     def ensure_tables(self) -> None:
+        if self._ready:
+            return
         self._warehouse.ensure_table()
         for name, (schema, partition) in TABLES.items():
             table = bigquery.Table(f"{self._prefix}.{name}", schema=schema)
@@ -118,6 +121,7 @@ class BigQueryAnalytics(AnalyticsStore):
                 table.clustering_fields = ["service"]
             self._client.create_table(table, exists_ok=True, retry=self._retry,
                                       timeout=self._timeout)
+        self._ready = True
 
     def refresh_service_events(self, service: str) -> ServiceEventsSummary:
         self._warehouse.create_service_views([service])

@@ -56,6 +56,7 @@ class DuckDBAnalytics(AnalyticsStore):
                  overlap: timedelta = WATERMARK_OVERLAP) -> None:
         self._warehouse = warehouse
         self._overlap = overlap
+        self._ready = False
 
     def _connect(self, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
         con = self._warehouse.connect(read_only=read_only)
@@ -63,9 +64,12 @@ class DuckDBAnalytics(AnalyticsStore):
         return con
 
     def ensure_tables(self) -> None:
+        if self._ready:
+            return
         with self._connect() as con:
             con.execute(DDL)
             con.execute(ANALYTICS_DDL)
+        self._ready = True
 
     def refresh_service_events(self, service: str) -> ServiceEventsSummary:
         self._warehouse.create_service_views([service])

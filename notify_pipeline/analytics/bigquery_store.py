@@ -136,15 +136,16 @@ class BigQueryAnalytics(AnalyticsStore):
         d = self.dialect
         mark = self._watermark(DAILY_STATS_WATERMARK, service)
         since = mark - WATERMARK_OVERLAP if mark else EPOCH
-        until = self._one(sql.newest_recorded(d), {"service": service})
+        until = self._one(sql.newest_recorded(d), {"service": service, "since": since})
         if until is None:
             return DailyRefresh((), 0, since, mark)
         days = [r[0] for r in self._run(sql.touched_days(d),
                                         {"service": service, "since": since, "until": until})]
         if days:
             self._run(sql.delete_daily(d), {"service": service, "days": days})
-            self._run(sql.insert_daily(d), {"service": service, "days": days})
-        self._set_watermark(DAILY_STATS_WATERMARK, service, until)
+            self._run(sql.insert_daily(d), {"service": service, **sql.days_params(days)})
+        if until != mark:
+            self._set_watermark(DAILY_STATS_WATERMARK, service, until)
         return DailyRefresh(tuple(days), len(days), since, until)
 
     def compute_rates(self, service: str, as_of: date, thresholds: AlertThresholds) -> RateRow:
@@ -177,10 +178,10 @@ class BigQueryAnalytics(AnalyticsStore):
     def new_permanent_bounces(self, service: str) -> tuple[list[Bounce], datetime | None]:
         self.ensure_tables()
         mark = self._watermark(BOUNCE_FORWARDING_WATERMARK, service)
-        until = self._one(sql.newest_recorded(self.dialect), {"service": service})
+        since = mark - WATERMARK_OVERLAP if mark else EPOCH
+        until = self._one(sql.newest_recorded(self.dialect), {"service": service, "since": since})
         if until is None:
             return [], mark
-        since = mark - WATERMARK_OVERLAP if mark else EPOCH
         rows = self._run(sql.permanent_bounces(self.dialect),
                          {"service": service, "since": since, "until": until})
         return [Bounce(*tuple(row)) for row in rows], until

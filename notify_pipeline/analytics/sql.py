@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 DAILY_COLUMNS = (
     "service", "day", "sent", "delivered", "bounced_permanent", "bounced_transient",
@@ -70,8 +72,11 @@ def bigquery_dialect(table: Callable[[str], str]) -> Dialect:
 
 
 def newest_recorded(d: Dialect) -> str:
-    """Params: service."""
-    return f"SELECT MAX(recorded_at) FROM {d.table('events')} WHERE service = {d.p('service')}"  # noqa: S608
+    """The newest `recorded_at` after `since` (None when nothing new). Params: service, since."""
+    return (
+        f"SELECT MAX(recorded_at) FROM {d.table('events')}"  # noqa: S608
+        f" WHERE service = {d.p('service')} AND recorded_at > {d.p('since')}"
+    )
 
 
 def touched_days(d: Dialect) -> str:
@@ -83,6 +88,23 @@ def touched_days(d: Dialect) -> str:
     )
 
 
+def _days_filter(d: Dialect, day: str) -> str:
+    """`day` is one of the array `days`; the range on `occurred_at` beside it lets DuckDB skip
+    row groups (zone maps) and BigQuery skip partitions, which an array test alone does not."""
+    return (f"occurred_at >= {d.p('from_ts')} AND occurred_at < {d.p('until_ts')}"
+            f" AND {d.in_list(day, 'days')}")
+
+
+def days_params(days: list[date]) -> dict[str, Any]:
+    """The parameters of `insert_daily` for recomputing `days` (at least one)."""
+    first, last = min(days), max(days)
+    return {
+        "days": days,
+        "from_ts": datetime(first.year, first.month, first.day, tzinfo=UTC),
+        "until_ts": datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(days=1),
+    }
+
+
 def delete_daily(d: Dialect) -> str:
     """Params: service, days."""
     return (
@@ -92,7 +114,7 @@ def delete_daily(d: Dialect) -> str:
 
 
 def insert_daily(d: Dialect) -> str:
-    """The given days recomputed from the events. Params: service, days."""
+    """The given days recomputed from the events. Params: service and `days_params`."""
     counts = ", ".join(
         f"SUM(CASE WHEN {cond} THEN 1 ELSE 0 END) AS {name}" for name, cond in _DAILY_COUNTS.items()
     )
@@ -100,7 +122,7 @@ def insert_daily(d: Dialect) -> str:
     return (
         f"INSERT INTO {d.table('daily_stats')} ({', '.join(DAILY_COLUMNS)})"  # noqa: S608
         f" SELECT service, {day} AS day, {counts} FROM {d.table('events')}"
-        f" WHERE service = {d.p('service')} AND {d.in_list(day, 'days')}"
+        f" WHERE service = {d.p('service')} AND {_days_filter(d, day)}"
         f" GROUP BY service, {day}"
     )
 

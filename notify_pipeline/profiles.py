@@ -56,7 +56,8 @@ def _common(s: Settings) -> dict[str, Any]:
         "registry": RegistryResource(path=str(s.registry.resolve())),
         "signing": SigningResource(keys_dir=str(home / "keys"), selector=s.dkim_selector),
         "analytics": AnalyticsResource(home=str(home), export_days=s.export_days,
-                                       apply_access=s.profile is Profile.GCP),
+                                       apply_access=s.profile is Profile.GCP,
+                                       sheets_folder_id=s.sheets_folder_id),
     }
 
 

@@ -90,6 +90,7 @@ class Settings(BaseSettings):
 
     # Analytics: how many days of events `sheets_export` writes.
     export_days: int = Field(default=90, ge=1)
+    sheets_folder_id: str = ""  # gcp: the Shared Drive folder holding one Sheet per service
 
     # One long-lived delivery_worker run instead of a run per batch (see sensors/worker.py).
     delivery_worker: bool = True

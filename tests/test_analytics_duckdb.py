@@ -108,6 +108,9 @@ def test_export_streams_recent_rows_in_chunks(warehouse, store):
     chunks = list(store.export_rows("svc", at(D2, 0), chunk=3))
     assert [len(c) for c in chunks] == [3, 3, 1]
     assert {row[1] for chunk in chunks for row in chunk} == {"svc"}
+    times = [row[6] for chunk in store.export_rows("svc", at(D1, 0), newest_first=True)
+             for row in chunk]
+    assert times == sorted(times, reverse=True) and len(times) == 12
 
 
 def test_permanent_bounces_to_forward_move_with_a_watermark(warehouse):

@@ -112,3 +112,9 @@ def test_window_is_rolling_and_history_is_kept(store):
     assert [(r[1], r[3], r[8]) for r in history] == [
         (AS_OF, 100, "critical"), (date(2026, 12, 1), 0, "insufficient_volume")]
     assert today.level(Metric.BOUNCE) is Level.CRITICAL and today.rate(Metric.BOUNCE) == 0.2
+
+
+def test_a_computed_day_reads_back(store):
+    row = _rates(store, 200, bounced=30)
+    assert store[1].rate_on("svc", AS_OF) == row
+    assert store[1].rate_on("svc", date(2026, 1, 1)) is None

@@ -74,6 +74,7 @@ def test_tables_rates_exports_and_access_plan_on_bigquery(bigquery_emulator, tmp
     assert (rates["sent"].value, rates["bounced"].value, rates["bounce_level"].value) == (
         120, 13, "critical")
     assert meta["sheets_export"]["dagster/row_count"].value == 133
+    assert meta["sheets_export"]["sheets"].value.startswith("not configured")
     assert meta["event_retention"]["deleted"].value == 4
     store = BigQueryAnalytics(warehouse, client, timeout_seconds=20, retry_seconds=20)
     assert store.query(f"SELECT service, sum(sent), sum(bounced_permanent) FROM"

@@ -232,11 +232,12 @@ class BigQueryAnalytics(AnalyticsStore):
         self._client.set_iam_policy(table, policy, retry=self._retry, timeout=self._timeout)
         return True
 
-    def export_rows(self, service: str, since: datetime, chunk: int = 10_000
-                    ) -> Iterator[list[tuple[Any, ...]]]:
+    def export_rows(self, service: str, since: datetime, chunk: int = 10_000, *,
+                    newest_first: bool = False) -> Iterator[list[tuple[Any, ...]]]:
         self._warehouse.create_service_views([service])
         config = bigquery.QueryJobConfig(query_parameters=[_parameter("since", since)])
-        job = self._client.query(sql.export_rows(self.dialect, service_table(service)),
+        job = self._client.query(sql.export_rows(self.dialect, service_table(service),
+                                                 newest_first=newest_first),
                                  job_config=config, retry=self._retry, timeout=self._timeout)
         batch: list[tuple[Any, ...]] = []
         for row in job.result(page_size=chunk, retry=self._retry, timeout=self._timeout):

@@ -181,11 +181,12 @@ class DuckDBAnalytics(AnalyticsStore):
             con.execute("COMMIT")
         return doomed
 
-    def export_rows(self, service: str, since: datetime, chunk: int = 10_000
-                    ) -> Iterator[list[tuple[Any, ...]]]:
+    def export_rows(self, service: str, since: datetime, chunk: int = 10_000, *,
+                    newest_first: bool = False) -> Iterator[list[tuple[Any, ...]]]:
         self._warehouse.create_service_views([service])
         with self._use(read_only=True) as con:
-            cursor = con.execute(sql.export_rows(D, service_table(service)), {"since": since})
+            statement = sql.export_rows(D, service_table(service), newest_first=newest_first)
+            cursor = con.execute(statement, {"since": since})
             while rows := cursor.fetchmany(chunk):
                 yield rows
 

@@ -11,8 +11,8 @@ import csv
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
-from contextlib import ExitStack
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -88,17 +88,14 @@ def _sync(out: IO[str]) -> None:
     os.fsync(out.fileno())
 
 
-class _temporary:
+@contextmanager
+def _temporary(directory: Path, suffix: str) -> Iterator[Path]:
     """A temporary file beside the target (same file system, so the rename is atomic),
     removed unless it was renamed into place."""
-
-    def __init__(self, directory: Path, suffix: str) -> None:
-        fd, name = tempfile.mkstemp(dir=directory, prefix=".export-", suffix=suffix)
-        os.close(fd)
-        self.path = Path(name)
-
-    def __enter__(self) -> Path:
-        return self.path
-
-    def __exit__(self, *exc: object) -> None:
-        self.path.unlink(missing_ok=True)
+    fd, name = tempfile.mkstemp(dir=directory, prefix=".export-", suffix=suffix)
+    os.close(fd)
+    path = Path(name)
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)

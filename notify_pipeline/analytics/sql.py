@@ -219,11 +219,12 @@ def count_expired(d: Dialect) -> str:
     )
 
 
-def export_rows(d: Dialect, table: str) -> str:
-    """A service's events since a time, oldest first. Params: since."""
+def export_rows(d: Dialect, table: str, *, newest_first: bool = False) -> str:
+    """A service's events since a time, oldest (or newest) first. Params: since."""
+    order = "occurred_at DESC, event_id DESC" if newest_first else "occurred_at, event_id"
     return (
         f"SELECT {', '.join(EXPORT_COLUMNS)} FROM {d.table(table)}"  # noqa: S608
-        f" WHERE occurred_at >= {d.p('since')} ORDER BY occurred_at, event_id"
+        f" WHERE occurred_at >= {d.p('since')} ORDER BY {order}"
     )
 
 

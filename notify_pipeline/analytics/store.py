@@ -146,6 +146,7 @@ class AnalyticsStore(ABC):
         return False
 
     @abstractmethod
-    def export_rows(self, service: str, since: datetime, chunk: int = 10_000
-                    ) -> Iterator[list[tuple[Any, ...]]]:
-        """The service's events since `since`, oldest first, in chunks of at most `chunk`."""
+    def export_rows(self, service: str, since: datetime, chunk: int = 10_000, *,
+                    newest_first: bool = False) -> Iterator[list[tuple[Any, ...]]]:
+        """The service's events since `since`, oldest (or newest) first, in chunks of at most
+        `chunk`."""

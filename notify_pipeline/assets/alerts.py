@@ -24,6 +24,7 @@ from notify_pipeline.identity import LocalIssuer
 from notify_pipeline.inbox.gcs_store import storage_client
 from notify_pipeline.resources import (
     GcsInboxResource,
+    GoogleIdentityResource,
     IdentityResource,
     InboxResource,
     LocalIdentityResource,
@@ -55,8 +56,9 @@ def token_source(identity: IdentityResource, registry: RegistryResource) -> Call
         issuer = LocalIssuer(Path(identity.keys_dir), identity.issuer)
         return lambda: issuer.mint(service_account=alerts.service_accounts[0],
                                    audience=identity.audience)
-    audience = getattr(identity, "audience", "")
-    return lambda: google_id_token(audience)
+    if isinstance(identity, GoogleIdentityResource):
+        return lambda: google_id_token(identity.audience)
+    raise ConfigError("identity", f"no token source for {type(identity).__name__}")
 
 
 @dg.asset(partitions_def=services, deps=[bounce_rates], group_name=GROUP, kinds={"email"})

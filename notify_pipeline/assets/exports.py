@@ -5,17 +5,19 @@
 import json
 import os
 import tempfile
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
 
-from notify_pipeline.analytics.export import ExportResult, write_exports
+from notify_pipeline.analytics.export import write_exports
 from notify_pipeline.analytics.sql import EXPORT_COLUMNS
+from notify_pipeline.analytics.store import AnalyticsStore
 from notify_pipeline.assets.partitions import services
 from notify_pipeline.assets.resource import AnalyticsResource, analytics_store
 from notify_pipeline.assets.tables import GROUP, registered, service_events
 from notify_pipeline.events import utcnow
+from notify_pipeline.registry import Service
 from notify_pipeline.resources import (
     BigQueryWarehouseResource,
     DeploymentResource,
@@ -26,11 +28,29 @@ from notify_pipeline.resources import (
 from notify_pipeline.sending_domains import deployment_dns_records
 
 
-def publish_to_sheets(service_id: str, export: ExportResult) -> dict[str, dg.MetadataValue]:
-    """The gcp profile's seam for the Google Sheets exporter: one sheet per service, shared
-    with its reporting principals. Until the exporter is wired in, the files are the export."""
-    return {"sheets": dg.MetadataValue.text("not configured: the CSV and XLSX files are the"
-                                            " export")}
+def publish_to_sheets(service: Service, store: AnalyticsStore, since: datetime,
+                      folder_id: str) -> dict[str, dg.MetadataValue]:
+    """The gcp profile's Google Sheet per service, in the Shared Drive folder `folder_id`,
+    shared with the service's reporting principals (the Sheets exporter, gspread)."""
+    if not folder_id:
+        return {"sheets": dg.MetadataValue.text(
+            "not configured: set NOTIFY_SHEETS_FOLDER_ID to a Shared Drive folder id")}
+    from notify_pipeline.analytics.sheets import SheetsExporter
+
+    rows = (row for chunk in store.export_rows(service.id, since, newest_first=True)
+            for row in chunk)
+    result = SheetsExporter.from_application_default(folder_id).export(
+        service.id, EXPORT_COLUMNS, rows, share_with=list(service.reporting_principals))
+    return {f"sheets_{key}": _metadata_value(value)
+            for key, value in result.as_metadata().items()}
+
+
+def _metadata_value(value: str | int | bool) -> dg.MetadataValue:
+    if isinstance(value, bool):
+        return dg.MetadataValue.bool(value)
+    if isinstance(value, int):
+        return dg.MetadataValue.int(value)
+    return dg.MetadataValue.text(value)
 
 
 @dg.asset(partitions_def=services, deps=[service_events], group_name=GROUP,
@@ -43,7 +63,8 @@ def sheets_export(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
     also one Google Sheet per service)."""
     service = registered(registry, context.partition_key)
     since = utcnow() - timedelta(days=analytics.export_days)
-    chunks = analytics_store(warehouse).export_rows(service.id, since)
+    store = analytics_store(warehouse)
+    chunks = store.export_rows(service.id, since)
     result = write_exports(analytics.exports_dir / service.id, EXPORT_COLUMNS, chunks)
     metadata: dict[str, dg.MetadataValue] = {
         "dagster/row_count": dg.MetadataValue.int(result.rows),
@@ -56,7 +77,7 @@ def sheets_export(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
         context.log.warning(f"{service.id}: events.xlsx holds {result.xlsx_rows} of"
                             f" {result.rows} rows (a worksheet's limit); events.csv has all")
     if isinstance(warehouse, BigQueryWarehouseResource):
-        metadata.update(publish_to_sheets(service.id, result))
+        metadata.update(publish_to_sheets(service, store, since, analytics.sheets_folder_id))
     return dg.MaterializeResult(metadata=metadata)
 
 

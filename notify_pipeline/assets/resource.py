@@ -20,11 +20,13 @@ from notify_pipeline.warehouse.duckdb import DuckDBWarehouse
 
 class AnalyticsResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     """Where the analytics write files, how far back exports reach, and (gcp) whether the
-    per-service access plan is applied or only shown."""
+    per-service access plan is applied or only shown, and the Shared Drive folder of the
+    services' Google Sheets."""
 
     home: str
     export_days: int = 90
     apply_access: bool = False
+    sheets_folder_id: str = ""
 
     @property
     def exports_dir(self) -> Path:

@@ -2,7 +2,7 @@
 
 A driver process (this module run with `--drive`) delivers the requests:
 - `--path worker` (the default deployment): the `delivery_worker` run's own loop,
-  `notify_pipeline.worker.run_worker`, with its pipeline built by `jobs.build_pipeline` from the
+  `notify_pipeline.run.run_worker`, with its pipeline built by `jobs.build_pipeline` from the
   profile's resources. It stages the inbox, runs each ready batch (parse, authenticate, policy,
   claim, render, sign, SMTP hand-off, ledger) and writes its events into DuckDB after each one.
   Dagster's own cost here is one run start an hour, which the driver's warm-up stands for.
@@ -26,7 +26,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
@@ -46,7 +45,7 @@ from benchmarks.harness import (
 
 MACHINERY = {
     "worker": (
-        "the delivery_worker run's loop (notify_pipeline.worker.run_worker, its pipeline built by"
+        "the delivery_worker run's loop (notify_pipeline.run.run_worker, its pipeline built by"
         " jobs.build_pipeline from the profile's resources), as the default deployment runs it:"
         " stage, decide, claim, render, sign, SMTP hand-off, ledger, events into DuckDB after"
         " each batch; requests written concurrently by 4 client threads"
@@ -181,21 +180,17 @@ def drive_worker(messages: int, timeout: float) -> dict[str, Any]:
 
     from notify_pipeline.jobs import build_pipeline
     from notify_pipeline.ledger.base import current_owner
-    from notify_pipeline.pipeline import BatchSummary
     from notify_pipeline.profiles import resources_for
+    from notify_pipeline.run import BatchSummary, Totals, run_worker
     from notify_pipeline.settings import Settings
-    from notify_pipeline.worker import run_worker
 
     settings = Settings()
-    totals: Counter[str] = Counter()
-    stages: Counter[str] = Counter()
+    totals = Totals()
     stop = threading.Event()
 
     def on_batch(summary: BatchSummary) -> None:
-        totals.update({k: v for k, v in summary.as_dict().items() if isinstance(v, int)})
-        totals["batches"] += 1
-        stages.update(summary.stage_seconds)
-        if totals["requests"] >= messages:
+        totals.add_batch(summary)
+        if totals.requests >= messages:
             stop.set()
 
     with dg.build_resources(resources_for(settings)) as r:
@@ -214,37 +209,37 @@ def drive_worker(messages: int, timeout: float) -> dict[str, Any]:
         work(0.5, threading.Event())  # warm up: imports, keys, an empty pass
         print("ready", flush=True)
         work(timeout, stop)
-    return _drive_result(totals, stages)
+    return _drive_result(totals)
 
 
 def drive(messages: int, timeout: float) -> dict[str, Any]:
     """The driver process: warm up, say `ready`, then drain until every request is done."""
     from notify_pipeline.cli import process_once
+    from notify_pipeline.run import Counts, Totals
     from notify_pipeline.settings import Settings
 
     settings = Settings()
     process_once(settings)
     print("ready", flush=True)
-    totals: Counter[str] = Counter()
-    stages: Counter[str] = Counter()
+    totals = Totals()
     deadline = time.monotonic() + timeout
-    while totals["requests"] < messages and time.monotonic() < deadline:
+    while totals.requests < messages and time.monotonic() < deadline:
         summary = process_once(settings)
-        totals.update({k: v for k, v in summary.items() if isinstance(v, int)})
-        stages.update(summary.get("stage_seconds", {}))
+        totals.add(Counts.from_counts(summary))
+        totals.batches += summary["batches"]
         if not summary["requests"]:
             time.sleep(0.05)
-    return _drive_result(totals, stages)
+    return _drive_result(totals)
 
 
-def _drive_result(totals: Counter[str], stages: Counter[str]) -> dict[str, Any]:
+def _drive_result(totals: Any) -> dict[str, Any]:
     own = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)  # pool workers, log tailers
     return {
-        "delivered": totals["delivered"],
-        "requests": totals["requests"],
-        "runs": totals["batches"],
-        "stage_seconds": {stage: round(s, 3) for stage, s in sorted(stages.items())},
+        "delivered": totals.delivered,
+        "requests": totals.requests,
+        "runs": totals.batches,
+        "stage_seconds": {stage: round(s, 3) for stage, s in sorted(totals.stage_seconds.items())},
         "cpu_seconds": round(own.ru_utime + own.ru_stime + children.ru_utime
                              + children.ru_stime, 2),
         "peak_rss_mb": round(own.ru_maxrss / 1024, 1),

@@ -10,7 +10,7 @@ from enum import StrEnum
 
 
 class RejectReason(StrEnum):
-    """Why a send request was refused (DESIGN.md, "Policy"). Stored in the event `reason` column."""
+    """Why a send request was refused (docs/send-request.md); the event `reason` column holds it."""
 
     MALFORMED = "malformed"
     UNKNOWN_SERVICE = "unknown_service"
@@ -22,6 +22,24 @@ class RejectReason(StrEnum):
     REPLY_TO_NOT_ENABLED = "reply_to_not_enabled"
     TOO_LARGE = "too_large"
     SUPPRESSED = "suppressed"
+
+
+class FailureReason(StrEnum):
+    """Why a claimed message ended as a `failure` event. Stored in the event `reason` column;
+    the human detail (the provider's answer, the exception) goes to the run log."""
+
+    AMBIGUOUS_HANDOFF = "ambiguous_handoff"  # may have been delivered: never retried
+    PROVIDER_REFUSED = "provider_refused"  # the provider refused the whole message
+    PROVIDER_UNAVAILABLE = "provider_unavailable"  # unreachable for every allowed attempt
+    RENDER_FAILED = "render_failed"  # could not be rendered or signed
+    RECIPIENT_FAILED = "recipient_failed"  # one recipient refused for good after retries
+
+
+class SuppressionReason(StrEnum):
+    """Why an address is on the suppression list (the ledger's `reason`)."""
+
+    BOUNCE = "bounce"
+    COMPLAINT = "complaint"
 
 
 class NotifyError(Exception):

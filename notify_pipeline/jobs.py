@@ -14,7 +14,6 @@ import dagster as dg
 
 from notify_pipeline.assets.events import report_events_materialization
 from notify_pipeline.ledger.base import Ledger, current_owner
-from notify_pipeline.pipeline import BatchSummary, Pipeline, flush_events
 from notify_pipeline.resources import (
     DeploymentResource,
     IdentityResource,
@@ -25,7 +24,7 @@ from notify_pipeline.resources import (
     TransportResource,
     WarehouseResource,
 )
-from notify_pipeline.worker import run_worker
+from notify_pipeline.run import BatchSummary, Pipeline, flush_events, run_worker
 
 BATCH_TAG = "notify/batch"
 OWNER_TAG = "notify/owner"

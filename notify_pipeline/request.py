@@ -1,17 +1,20 @@
-"""The send request wire format, version 1 (DESIGN.md contract), and its strict parser."""
+"""The send request wire format, version 1 (`docs/send-request.md`), its strict parser, and the
+best-effort readings of a request that did not parse (attribution, redaction)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import json
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
+import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from notify_pipeline.defaults import MAX_REQUEST_BYTES
 from notify_pipeline.errors import RejectReason, RequestRejected
 
-MAX_REQUEST_BYTES = 10 * 1024 * 1024
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 
 TagKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
@@ -103,32 +106,52 @@ def describe_errors(exc: ValidationError, limit: int = 5) -> str:
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
 
-def peek_attribution(body: bytes) -> tuple[str | None, str | None]:
-    """Best-effort (service, id) of an unparseable request, to attribute its reject event."""
-    try:
-        data: Any = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return None, None
-    if not isinstance(data, dict):
-        return None, None
+@dataclass(frozen=True)
+class Attribution:
+    """What can be read of a request that failed to parse: for its reject rows, best effort."""
+
+    service: str | None = None
+    message_id: str | None = None
+    recipients: tuple[str, ...] = ()
+
+
+def peek(body: bytes) -> Attribution:
+    """Best-effort (service, id, recipients) of an unparseable request, read in one pass."""
+    data = _json_object(body)
+    if data is None:
+        return Attribution()
     service, request_id = data.get("service"), data.get("id")
-    return (
-        service if isinstance(service, str) and len(service) <= 63 else None,
-        request_id if isinstance(request_id, str) and len(request_id) <= 128 else None,
-    )
-
-
-def peek_recipients(body: bytes) -> tuple[str, ...]:
-    """Best-effort recipients of an unparseable request, for one reject row per recipient."""
-    try:
-        data: Any = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return ()
-    if not isinstance(data, dict):
-        return ()
     found: list[str] = []
     for name in ("to", "cc", "bcc"):
         value = data.get(name)
         if isinstance(value, list):
             found.extend(v for v in value if isinstance(v, str) and len(v) <= 320)
-    return tuple(found)
+    return Attribution(
+        service if isinstance(service, str) and len(service) <= 63 else None,
+        request_id if isinstance(request_id, str) and len(request_id) <= 128 else None,
+        tuple(found),
+    )
+
+
+def redact_token(body: bytes) -> bytes:
+    """The request with `identity_token` replaced, or a placeholder if it is not a JSON object:
+    what may be kept of a request once it has been processed (tokens are secrets)."""
+    data = _json_object(body)
+    if data is None:
+        return b'"<request withheld: not a JSON object, it may contain a token>"'
+    if "identity_token" in data:
+        data["identity_token"] = "<redacted>"  # noqa: S105 - a placeholder, not a secret
+    return json.dumps(data, indent=2).encode()
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    """`body` as a JSON object, or None when it is not UTF-8 JSON or not an object.
+
+    pydantic-core's parser answers any input (deep nesting, huge numbers, bad escapes) with a
+    `ValueError`, where the standard library's raises `RecursionError` or worse.
+    """
+    try:
+        data: Any = pydantic_core.from_json(body)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None

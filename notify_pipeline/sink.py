@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import socket
 import threading
@@ -34,6 +33,8 @@ from typing import Any, cast
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from notify_pipeline import files
 
 logger = logging.getLogger(__name__)
 
@@ -112,13 +113,9 @@ class MaildirHandler:
     def _store(self, data: bytes) -> str:
         """Write to tmp/, fsync, rename into new/, fsync new/: the Maildir way to be crash-safe."""
         key = _maildir_key()
-        tmp, new = self.maildir / "tmp" / key, self.maildir / "new" / key
-        with tmp.open("xb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        tmp.rename(new)
-        _fsync_directory(new.parent)
+        new = self.maildir / "new" / key
+        files.write_temp(self.maildir / "tmp", data, prefix=key).rename(new)
+        files.fsync_directory(new.parent)
         return key
 
     @staticmethod
@@ -212,10 +209,3 @@ def _maildir_key() -> str:
     host = "".join(c if c.isalnum() or c in ".-" else "_" for c in socket.gethostname())
     return f"{int(time.time())}.{uuid.uuid4().hex}.{host}"
 
-
-def _fsync_directory(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

@@ -15,10 +15,10 @@ from google.api_core.exceptions import MethodNotAllowed
 from notify_pipeline.analytics.access import READER_ROLE, Grant
 from notify_pipeline.analytics.bigquery_store import BigQueryAnalytics
 from notify_pipeline.analytics.rates import Level
+from notify_pipeline.bigquery_resource import EmulatorAwareBigQueryResource
 from notify_pipeline.events import BounceType, Event, EventType
 from notify_pipeline.registry import AlertThresholds
 from notify_pipeline.warehouse.bigquery import BigQueryWarehouse
-from notify_pipeline.warehouse.bigquery_resource import EmulatorAwareBigQueryResource
 from tests.analytics_seed import at
 
 SHORT = {"timeout_seconds": 20.0, "retry_seconds": 20.0}

@@ -19,10 +19,10 @@ from notify_pipeline.assets import (
     sync_services,
 )
 from notify_pipeline.assets.resource import AnalyticsResource
+from notify_pipeline.bigquery_resource import EmulatorAwareBigQueryResource
 from notify_pipeline.events import BounceType, Event, EventType
 from notify_pipeline.resources import BigQueryWarehouseResource, RegistryResource
 from notify_pipeline.warehouse.bigquery import BigQueryWarehouse
-from notify_pipeline.warehouse.bigquery_resource import EmulatorAwareBigQueryResource
 from tests.helpers import REGISTRY
 
 

@@ -17,10 +17,10 @@ from datetime import timedelta
 import pytest
 
 from notify_pipeline.cli import process_once
-from notify_pipeline.dns import dns_records
+from notify_pipeline.dns import dns_records, verify
 from notify_pipeline.events import utcnow
 from notify_pipeline.registry import load_registry
-from notify_pipeline.signing import DkimKeyStore, verify
+from notify_pipeline.signing import DkimKeyStore
 from notify_pipeline.sink import MaildirSink
 from tests.helpers import REGISTRY, request_dict
 
@@ -93,8 +93,19 @@ def test_duplicate_request_in_one_pass_and_across_passes_delivers_once(local, si
     assert not any((local.home / "inbox").glob("*.json"))
 
 
+def test_a_request_enqueued_again_under_the_same_file_name_counts_as_a_duplicate(local, sink):
+    local.enqueue(local.request(id="same"), name="lookup-notices--same.json")
+    first = process_once(local.settings)
+    local.enqueue(local.request(id="same"), name="lookup-notices--same.json")
+    second = process_once(local.settings)
+
+    assert (first["delivered"], first["duplicates"]) == (1, 0)
+    assert (second["requests"], second["delivered"], second["duplicates"]) == (1, 0, 1)
+    assert len(local.maildir()) == 1
+
+
 def _reject_cases(local):
-    """(request body, expected reason) pairs, one per reject reason DESIGN.md lists."""
+    """(request body, expected reason) pairs, one per reject reason docs/send-request.md lists."""
     now = utcnow()
     expired = local.token(now=now - timedelta(hours=3), ttl_seconds=3600)
     return [

@@ -24,7 +24,6 @@ from notify_pipeline.delivery.base import HandoffResult, RecipientOutcome, Recip
 from notify_pipeline.events import EVENT_COLUMNS, BounceType, EventType
 from notify_pipeline.ledger.sqlite import SqliteLedger
 from notify_pipeline.message import Envelope
-from notify_pipeline.outcomes import handoff_events
 from notify_pipeline.provider_events.intake import Fate, record_push
 from notify_pipeline.provider_events.ses import MalformedEvent, normalise
 from notify_pipeline.provider_events.sns import (
@@ -35,6 +34,7 @@ from notify_pipeline.provider_events.sns import (
     UntrustedNotification,
 )
 from notify_pipeline.provider_events.sqs import SqsEventSource
+from notify_pipeline.run.outcomes import handoff_events
 from tests.conftest import free_port
 from tests.emulators.moto import (
     ACCOUNT,

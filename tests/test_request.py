@@ -7,7 +7,7 @@ import json
 import pytest
 
 from notify_pipeline.errors import RejectReason, RequestRejected
-from notify_pipeline.request import parse_request, peek_attribution, peek_recipients
+from notify_pipeline.request import parse_request, peek
 from tests.helpers import request_bytes, request_dict
 
 
@@ -74,6 +74,7 @@ def test_errors_never_echo_the_token():
 
 def test_attribution_and_recipients_of_a_broken_request():
     body = json.dumps({"service": "svc", "id": "k1", "to": ["a@example.org", 3]}).encode()
-    assert peek_attribution(body) == ("svc", "k1")
-    assert peek_recipients(body) == ("a@example.org",)
-    assert peek_attribution(b"junk") == (None, None)
+    found = peek(body)
+    assert (found.service, found.message_id) == ("svc", "k1")
+    assert found.recipients == ("a@example.org",)
+    assert (peek(b"junk").service, peek(b"junk").message_id) == (None, None)

@@ -36,15 +36,14 @@ from notify_pipeline.inbox.base import InboxItem
 from notify_pipeline.inbox.local import LocalInbox
 from notify_pipeline.jobs import ENDS_AT_TAG, OWNER_TAG, build_pipeline, delivery_worker
 from notify_pipeline.ledger.base import Ledger, current_owner
-from notify_pipeline.pipeline import flush_events
 from notify_pipeline.profiles import resources_for
+from notify_pipeline.run import Totals, flush_events, run_worker, stage_batches
 from notify_pipeline.sensors.inbox import inbox_sensor
 from notify_pipeline.sensors.worker import (
     ACTIVE_STATUSES,
     HANDOVER_SECONDS,
     delivery_worker_sensor,
 )
-from notify_pipeline.worker import WorkerTotals, run_worker, stage_batches
 from tests.helpers import REPO
 
 FINISHED = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE,
@@ -93,7 +92,7 @@ class BackgroundWorker:
 
     def __init__(self, parts: dict[str, Any], owner: str, **kwargs: Any) -> None:
         self.stop = threading.Event()
-        self.totals: WorkerTotals | None = None
+        self.totals: Totals | None = None
         self.batches: list[dict[str, Any]] = []
         kwargs.setdefault("on_batch", lambda summary: self.batches.append(summary.as_dict()))
         self._thread = threading.Thread(target=self._run, args=(parts, owner, kwargs))
@@ -102,7 +101,7 @@ class BackgroundWorker:
     def _run(self, parts: dict[str, Any], owner: str, kwargs: dict[str, Any]) -> None:
         self.totals = run_worker(**parts, owner=owner, stop=self.stop, **kwargs)
 
-    def join(self) -> WorkerTotals:
+    def join(self) -> Totals:
         self.stop.set()
         self._thread.join(timeout=60)
         assert not self._thread.is_alive(), "the loop did not stop"
@@ -246,7 +245,7 @@ from notify_pipeline.jobs import build_pipeline
 from notify_pipeline.ledger.base import current_owner
 from notify_pipeline.profiles import resources_for
 from notify_pipeline.settings import Settings
-from notify_pipeline.worker import run_worker
+from notify_pipeline.run import run_worker
 
 settings = Settings(batch_max_size=2, batch_max_age_seconds=0)
 with dg.build_resources(resources_for(settings)) as r:
@@ -319,7 +318,7 @@ def test_an_exception_in_one_batch_is_logged_and_the_others_still_run(
     inbox.broken = inbox.batches()[0]
     enqueue(local, "m1", "m2")
     with worker_parts(local, batch_max_size=1, provider_retry_seconds=retry_seconds) as parts:
-        caplog.set_level(logging.ERROR, logger="notify_pipeline.worker")
+        caplog.set_level(logging.ERROR, logger="notify_pipeline.run.worker")
         totals = run_worker(**{**parts, "inbox": inbox}, owner=current_owner("w"),
                             poll_seconds=0.1, max_seconds=1.5)
         status = parts["open_ledger"]().batch_status(inbox.broken, now=utcnow())

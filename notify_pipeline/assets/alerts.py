@@ -20,8 +20,8 @@ from notify_pipeline.assets.resource import analytics_store
 from notify_pipeline.assets.tables import GROUP, registered
 from notify_pipeline.errors import ConfigError
 from notify_pipeline.events import utcnow
-from notify_pipeline.identity import LocalIssuer
 from notify_pipeline.inbox.gcs_store import storage_client
+from notify_pipeline.local_issuer import LocalIssuer
 from notify_pipeline.resources import (
     GcsInboxResource,
     GoogleIdentityResource,

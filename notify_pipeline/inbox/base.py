@@ -16,11 +16,21 @@ from datetime import datetime
 
 @dataclass(frozen=True)
 class InboxItem:
-    """One raw request: its key within the batch, its bytes, and when the inbox received it."""
+    """One raw request: its key within the batch, its bytes, and when the inbox received it.
+
+    `arrival` names this arrival of the request for the ledger, and defaults to `key`. It stays
+    the same when a batch is run again (a re-run is the same arrival, not a duplicate), and
+    differs when the same request is enqueued again under the same key (that is a duplicate).
+    """
 
     key: str
     body: bytes
     received_at: datetime
+    arrival: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.arrival:
+            object.__setattr__(self, "arrival", self.key)
 
 
 class Inbox(ABC):

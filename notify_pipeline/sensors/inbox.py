@@ -19,8 +19,8 @@ from notify_pipeline.inbox.base import Inbox
 from notify_pipeline.jobs import BATCH_TAG, deliver_batch
 from notify_pipeline.ledger.base import Ledger
 from notify_pipeline.resources import DeploymentResource, InboxResource, LedgerResource
+from notify_pipeline.run import stage_batches
 from notify_pipeline.sensors.worker import active_worker
-from notify_pipeline.worker import stage_batches
 
 
 def batch_run_requests(inbox: Inbox, ledger: Ledger) -> list[dg.RunRequest]:

@@ -13,17 +13,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import dataclass, field
-from typing import Any
 
 from notify_pipeline.events import utcnow
 from notify_pipeline.faults import crashpoint
 from notify_pipeline.inbox.base import Inbox
 from notify_pipeline.ledger.base import Ledger
-from notify_pipeline.pipeline import BatchSummary, Pipeline, flush_events
+from notify_pipeline.run.pipeline import Pipeline, flush_events
+from notify_pipeline.run.summary import BatchSummary, Totals
 from notify_pipeline.warehouse.base import Warehouse
 
 log = logging.getLogger(__name__)
@@ -33,9 +31,6 @@ log = logging.getLogger(__name__)
 MAX_BATCHES_PER_PASS = 20
 # The longest pause after passes that keep failing (e.g. the ledger is unreachable).
 MAX_FAILURE_PAUSE_SECONDS = 30.0
-
-_COUNTS = ("requests", "delivered", "bounced", "failed", "ambiguous", "duplicates", "deferred")
-
 
 def stage_batches(inbox: Inbox, *, max_items: int, max_age_seconds: float) -> list[str]:
     """Stage as many full (or old enough) batches as are waiting, up to a per-pass bound."""
@@ -53,38 +48,6 @@ def ready_batches(inbox: Inbox, ledger: Ledger) -> list[str]:
     return [b for b in inbox.batches() if ledger.batch_status(b, now=now).ready]
 
 
-@dataclass
-class WorkerTotals:
-    """What one worker loop did, summed over its batches (`events`: written to the warehouse)."""
-
-    batches: int = 0
-    staged: int = 0
-    errors: int = 0  # batches that raised unexpectedly; their lease decides when they run again
-    requests: int = 0
-    delivered: int = 0
-    rejected: Counter[str] = field(default_factory=Counter)
-    bounced: int = 0
-    failed: int = 0
-    ambiguous: int = 0
-    duplicates: int = 0
-    deferred: int = 0
-    events: int = 0
-
-    def add(self, summary: BatchSummary) -> None:
-        self.batches += 1
-        for name in _COUNTS:
-            setattr(self, name, getattr(self, name) + getattr(summary, name))
-        self.rejected.update(summary.rejected)
-
-    def as_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            name: getattr(self, name) for name in ("batches", "staged", "errors", *_COUNTS)
-        }
-        data["rejected"] = dict(sorted(self.rejected.items()))
-        data["events"] = self.events
-        return data
-
-
 def run_worker(
     *,
     inbox: Inbox,
@@ -98,7 +61,7 @@ def run_worker(
     max_seconds: float,
     stop: threading.Event | None = None,
     on_batch: Callable[[BatchSummary], None] | None = None,
-) -> WorkerTotals:
+) -> Totals:
     """Stage and deliver until `max_seconds` have passed or `stop` is set, then return totals.
 
     Both are checked between batches only: the batch in hand is always finished. An exception
@@ -150,7 +113,7 @@ class _Worker:
         self.warehouse = warehouse
         self.owner = owner
         self.on_batch = on_batch
-        self.totals = WorkerTotals()
+        self.totals = Totals()
         self._opened: tuple[Ledger, Pipeline] | None = None
         self._unflushed = False  # a flush failed: events wait in the ledger outbox
 
@@ -189,7 +152,7 @@ class _Worker:
             summary = pipeline.process_batch(self.inbox, batch_id, owner=self.owner)
         if summary.attempt is None or not summary.requests:
             return False
-        self.totals.add(summary)
+        self.totals.add_batch(summary)
         if self.on_batch is not None:
             self.on_batch(summary)
         try:

@@ -6,14 +6,10 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 
 from notify_pipeline.delivery.base import HandoffResult, RecipientStatus
+from notify_pipeline.errors import FailureReason, RejectReason, SuppressionReason
 from notify_pipeline.events import BounceType, Event, EventType, make_event_id
 from notify_pipeline.ledger.base import MessageState, Suppression
 from notify_pipeline.message import Envelope
-
-AMBIGUOUS_REASON = (
-    "ambiguous_handoff: the process stopped while handing the message to the provider;"
-    " it may have been delivered, so it is not retried"
-)
 
 
 def reject_events(
@@ -22,7 +18,7 @@ def reject_events(
     service: str | None,
     message_id: str | None,
     recipients: Iterable[str],
-    reason: str,
+    reason: RejectReason,
     subject: str | None,
     tags: Mapping[str, str],
     at: datetime,
@@ -40,7 +36,7 @@ def reject_events(
             event_type=EventType.REJECT,
             recipient=rcpt,
             occurred_at=at,
-            reason=reason,
+            reason=reason.value,
             subject=subject,
             tags=dict(tags),
         )
@@ -69,9 +65,9 @@ def queued_events(env: Envelope, recipients: Iterable[str], at: datetime) -> tup
 
 
 def failure_events(
-    env: Envelope, recipients: Iterable[str], reason: str, at: datetime
+    env: Envelope, recipients: Iterable[str], reason: FailureReason, at: datetime
 ) -> list[Event]:
-    return [_event(env, EventType.FAILURE, r, at, reason=reason) for r in recipients]
+    return [_event(env, EventType.FAILURE, r, at, reason=reason.value) for r in recipients]
 
 
 def handoff_events(
@@ -106,12 +102,13 @@ def handoff_events(
             )
             events.append(bounce)
             suppressions.append(
-                Suppression(out.recipient.lower(), "bounce", bounce.event_id, at + suppress_for)
+                Suppression(out.recipient.lower(), SuppressionReason.BOUNCE, bounce.event_id,
+                            at + suppress_for)
             )
         else:
             events.append(
                 _event(env, EventType.FAILURE, out.recipient, at, provider_message_id=pid,
-                       reason=f"{out.code} {out.diagnostic}".strip())
+                       reason=FailureReason.RECIPIENT_FAILED.value)
             )
     accepted = any(o.status is RecipientStatus.ACCEPTED for o in result.outcomes)
     return (MessageState.SENT if accepted else MessageState.FAILED), events, suppressions

@@ -1,0 +1,307 @@
+"""One attempt at one staged batch: decide every request, claim, render, hand off, record.
+
+The attempt owns what every step shares: the owner its claims are held under, the summary it
+counts into and the inbox keys that are done. A message's own trouble (a bad request, a refused
+recipient, a render error) becomes events and never fails the batch. Only trouble with the
+provider connection stops a batch early, and then the unsent messages are handed back for a
+later attempt rather than failed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from notify_pipeline.delivery.base import (
+    HandoffResult,
+    OutgoingMessage,
+    RecipientStatus,
+    Transport,
+)
+from notify_pipeline.errors import (
+    AmbiguousHandoffError,
+    FailureReason,
+    PermanentDeliveryError,
+    RejectReason,
+    RetryableDeliveryError,
+)
+from notify_pipeline.events import Event
+from notify_pipeline.faults import crashpoint
+from notify_pipeline.inbox.base import Inbox
+from notify_pipeline.ledger.base import Claim, ClaimStatus, Ledger, MessageState
+from notify_pipeline.message import Envelope
+from notify_pipeline.policy import split_suppressed
+from notify_pipeline.run.decide import Accepted, Rejected, Rules, decide
+from notify_pipeline.run.handoffs import Claimed, Finished, Handoffs
+from notify_pipeline.run.outcomes import (
+    failure_events,
+    handoff_events,
+    queued_events,
+    reject_events,
+)
+from notify_pipeline.run.render import Rendered, Renderer
+from notify_pipeline.run.summary import BatchSummary, timed
+
+log = logging.getLogger(__name__)
+
+
+class Deployment(Protocol):
+    """What an attempt uses of its pipeline (`Pipeline` is one)."""
+
+    @property
+    def ledger(self) -> Ledger: ...
+    @property
+    def transport(self) -> Transport: ...
+    @property
+    def clock(self) -> Callable[[], datetime]: ...
+    @property
+    def lease_seconds(self) -> float: ...
+    @property
+    def suppress_for(self) -> timedelta: ...
+    @property
+    def max_message_attempts(self) -> int: ...
+    @property
+    def retry_after_seconds(self) -> float: ...
+    @property
+    def rules(self) -> Rules: ...
+    @property
+    def renderer(self) -> Renderer: ...
+
+
+@dataclass(frozen=True)
+class Unavailable:
+    """A hand-off that found the provider unreachable: it waits for a later attempt."""
+
+    job: Claimed
+    error: RetryableDeliveryError
+
+
+@dataclass
+class BatchAttempt:
+    pipeline: Deployment
+    inbox: Inbox
+    batch_id: str
+    owner: str  # unique to this attempt: see `Pipeline.process_batch`
+    summary: BatchSummary
+    done: list[str] = field(default_factory=list)  # inbox keys whose outcome is recorded
+
+    def run(self) -> float:
+        """Run the batch; returns the retry delay for whatever it leaves unfinished."""
+        p = self.pipeline
+        items = list(self.inbox.read(self.batch_id))
+        p.renderer.prestart(len(items))  # workers start while we decide
+        with timed(self.summary, "decide"):
+            rules, now = p.rules, p.clock()
+            decisions = [decide(item, rules, now) for item in items]
+        self.summary.requests = len(decisions)
+        self._record_rejects([d for d in decisions if isinstance(d, Rejected)])
+        accepted = self._split_suppressed([d for d in decisions if isinstance(d, Accepted)])
+        with timed(self.summary, "claim"):
+            to_send = self._claim(accepted)
+        crashpoint("after_claim")
+        retry_after = self._deliver(to_send)
+        self.inbox.finish(self.batch_id, self.done)
+        if self.summary.deferred and not retry_after:
+            retry_after = p.retry_after_seconds  # items wait on another run's live claim
+        return retry_after
+
+    # deciding and claiming
+
+    def _record_rejects(self, rejected: list[Rejected]) -> None:
+        if not rejected:
+            return
+        events = [e for r in rejected for e in r.events]
+        self.pipeline.ledger.add_events(events)
+        self.summary.events += len(events)
+        for r in rejected:
+            self.summary.rejected[r.error.reason.value] += 1
+            note = f"{r.item.key}: {r.error}"
+            log.warning("rejected %s", note)
+            self.summary.note_reject(note)
+            self.inbox.quarantine(self.batch_id, r.item.key, r.item.body, str(r.error))
+            self.done.append(r.item.key)
+
+    def _split_suppressed(self, accepted: list[Accepted]) -> list[Accepted]:
+        """Look the whole batch's recipients up at once, then split each message's."""
+        everyone = {r.lower() for a in accepted for r in a.envelope.recipients}
+        ledger, now = self.pipeline.ledger, self.pipeline.clock()
+        hit = ledger.suppressed(everyone, now=now) if everyone else set()
+        return [
+            Accepted(a.item, a.envelope, *split_suppressed(a.envelope.recipients, hit))
+            for a in accepted
+        ]
+
+    def _claim(self, accepted: list[Accepted]) -> list[Claimed]:
+        p, now = self.pipeline, self.pipeline.clock()
+        claims = [_claim_for(a, now) for a in accepted]
+        results = p.ledger.claim(claims, owner=self.owner, lease_seconds=p.lease_seconds, now=now)
+        to_send: list[Claimed] = []
+        for acc, claim, result in zip(accepted, claims, results, strict=True):
+            if result.status is ClaimStatus.CLAIMED:
+                self.summary.events += len(claim.queued_events)
+                if acc.recipients:
+                    to_send.append(Claimed(acc, result.attempts))
+                    continue
+                self._finish(acc.envelope, MessageState.SUPPRESSED, [])
+                self.summary.rejected[RejectReason.SUPPRESSED.value] += 1
+            elif result.status is ClaimStatus.AMBIGUOUS:
+                self._record_ambiguous(acc)
+            elif result.status is ClaimStatus.BUSY:
+                self.summary.deferred += 1
+                continue
+            elif result.status is ClaimStatus.DUPLICATE:
+                self.summary.duplicates += 1
+            self.done.append(acc.item.key)
+        return to_send
+
+    # handing off
+
+    def _deliver(self, to_send: list[Claimed]) -> float:
+        """Hand each claimed message off; returns a retry delay if the provider was unreachable.
+
+        Hand-offs begin in claim order, at most `transport.concurrency` at once, each on a
+        thread of its own; the ledger and the summary are touched only here, on this thread. A
+        crash therefore leaves at most that many messages `handing_off`, to be recorded as
+        ambiguous. Rendering and signing, which touch no shared state, run ahead of the
+        hand-offs in worker processes for larger batches.
+        """
+        p = self.pipeline
+        unavailable: list[Unavailable] = []
+        waiting: Sequence[Claimed] = ()
+        envelopes = [job.accepted.envelope for job in to_send]
+        with p.renderer.renderings(envelopes, self.summary) as renderings, \
+                Handoffs(p.transport) as handoffs:
+            for index, (job, rendered) in enumerate(zip(to_send, renderings, strict=True)):
+                outgoing = self._begin(job.accepted, rendered)
+                if outgoing is None:
+                    continue
+                with timed(self.summary, "handoff"):
+                    finished = handoffs.submit(job, outgoing)
+                unavailable += self._settle_all(finished)
+                if unavailable:
+                    waiting = to_send[index + 1:]
+                    break
+            with timed(self.summary, "handoff"):
+                finished = handoffs.drain()
+            unavailable += self._settle_all(finished)
+        if not unavailable:
+            return 0.0
+        self._hand_back([u.job for u in unavailable] + list(waiting), unavailable[0].error)
+        return p.retry_after_seconds
+
+    def _begin(self, acc: Accepted, rendered: Rendered) -> OutgoingMessage | None:
+        """The message to hand off, once the ledger marks it `handing_off`; None when it
+        failed to render or another owner took its claim over."""
+        env = acc.envelope
+        if rendered.data is None:
+            log.error("could not render or sign %s/%s:\n%s", env.service, env.message_id,
+                      rendered.trace)
+            self._fail(acc, FailureReason.RENDER_FAILED)
+            self.done.append(acc.item.key)
+            return None
+        crashpoint("after_sign")
+        if not self.pipeline.ledger.begin_handoff(env.service, env.message_id, owner=self.owner):
+            self.summary.deferred += 1  # another owner took the claim over; its run finishes it
+            return None
+        return OutgoingMessage(env.service, env.message_id, env.from_address, acc.recipients,
+                               rendered.data)
+
+    def _settle_all(self, finished: list[Finished]) -> list[Unavailable]:
+        """Record finished hand-offs; returns those that found the provider unreachable and
+        should wait for a later attempt."""
+        unavailable = []
+        for done in finished:
+            acc = done.job.accepted
+            try:
+                self._settle(acc, done.future)
+            except RetryableDeliveryError as exc:
+                if done.job.attempts < self.pipeline.max_message_attempts:
+                    unavailable.append(Unavailable(done.job, exc))
+                    continue
+                log.error("%s/%s: provider unavailable on its last attempt: %s",
+                          acc.envelope.service, acc.envelope.message_id, exc)
+                self._fail(acc, FailureReason.PROVIDER_UNAVAILABLE)
+            crashpoint("after_record")
+            self.done.append(acc.item.key)
+        return unavailable
+
+    def _settle(self, acc: Accepted, future: Future[HandoffResult]) -> None:
+        """Record one hand-off's outcome; re-raises `RetryableDeliveryError` for the caller."""
+        env, p = acc.envelope, self.pipeline
+        try:
+            result = future.result()
+        except AmbiguousHandoffError as exc:
+            crashpoint("after_handoff")
+            log.error("ambiguous hand-off of %s/%s: %s", env.service, env.message_id, exc)
+            self._record_ambiguous(acc)
+            return
+        except PermanentDeliveryError as exc:
+            log.error("provider refused %s/%s: %s", env.service, env.message_id, exc)
+            self._fail(acc, FailureReason.PROVIDER_REFUSED)
+            return
+        crashpoint("after_handoff")
+        state, events, suppressions = handoff_events(
+            env, result, reports_delivery=p.transport.reports_delivery,
+            at=p.clock(), suppress_for=p.suppress_for,
+        )
+        self._finish(env, state, events, provider_message_id=result.provider_message_id,
+                     suppressions=suppressions)
+        for out in result.outcomes:
+            if out.status is RecipientStatus.FAILED:
+                log.warning("%s/%s: %s refused after retries: %s %s", env.service,
+                            env.message_id, out.recipient, out.code, out.diagnostic)
+        statuses = {o.status for o in result.outcomes}
+        if state is MessageState.SENT:
+            self.summary.delivered += 1
+        elif RecipientStatus.BOUNCED in statuses:
+            self.summary.bounced += 1
+        else:
+            self.summary.failed += 1
+        self.summary.bounced_recipients += len(suppressions)
+
+    def _hand_back(self, rest: Sequence[Claimed], exc: Exception) -> None:
+        log.warning("provider unavailable (%s); %d message(s) handed back for a retry",
+                    exc, len(rest))
+        self.pipeline.ledger.release(
+            [(job.accepted.envelope.service, job.accepted.envelope.message_id) for job in rest],
+            owner=self.owner,
+        )
+        self.summary.deferred += len(rest)
+
+    # terminal states
+
+    def _record_ambiguous(self, acc: Accepted) -> None:
+        events = failure_events(acc.envelope, acc.recipients, FailureReason.AMBIGUOUS_HANDOFF,
+                                self.pipeline.clock())
+        self._finish(acc.envelope, MessageState.AMBIGUOUS, events)
+        self.summary.ambiguous += 1
+
+    def _fail(self, acc: Accepted, reason: FailureReason) -> None:
+        events = failure_events(acc.envelope, acc.recipients, reason, self.pipeline.clock())
+        self._finish(acc.envelope, MessageState.FAILED, events)
+        self.summary.failed += 1
+
+    def _finish(self, env: Envelope, state: MessageState, events: list[Event],
+                **extra: Any) -> None:
+        with timed(self.summary, "record"):
+            if self.pipeline.ledger.finish(env.service, env.message_id, owner=self.owner,
+                                           state=state, events=events, **extra):
+                self.summary.events += len(events)
+
+
+def _claim_for(acc: Accepted, now: datetime) -> Claim:
+    env = acc.envelope
+    events = queued_events(env, acc.recipients, now)
+    if acc.suppressed:
+        events += tuple(
+            reject_events(
+                inbox_key=acc.item.arrival, service=env.service, message_id=env.message_id,
+                recipients=acc.suppressed, reason=RejectReason.SUPPRESSED,
+                subject=env.subject, tags=env.tags, at=now,
+            )
+        )
+    return Claim(env.service, env.message_id, acc.item.arrival, events)

@@ -1,0 +1,222 @@
+"""Rendering and signing, ahead of the hand-offs: in the run's process for small batches, in a
+pool of worker processes (CPU-bound: MIME folding, DKIM) for larger ones."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import select
+import threading
+import time
+import traceback
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol, cast
+
+from notify_pipeline import mime
+from notify_pipeline.message import Envelope
+from notify_pipeline.run.summary import Counts
+
+# Below this many messages a batch is rendered in the run's own process, one message just before
+# its hand-off: starting workers (a fork each, then a ~40 ms DKIM key parse each) would cost more.
+POOL_MIN_MESSAGES = 32
+
+
+class Signer(Protocol):
+    def sign(self, message: bytes) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A message rendered and signed (`data`), or why it could not be (`error`, `trace`)."""
+
+    data: bytes | None
+    error: str | None = None
+    trace: str | None = None
+    render_seconds: float = 0.0
+    sign_seconds: float = 0.0
+
+    @classmethod
+    def failed(cls, exc: Exception) -> Rendered:
+        return cls(None, type(exc).__name__, traceback.format_exc())
+
+
+@dataclass(frozen=True)
+class RenderTask:
+    """What a worker needs to render and sign one message (picklable)."""
+
+    envelope: Envelope
+    date: datetime
+    signer: Signer
+
+
+def render_task(task: RenderTask) -> Rendered:
+    """Render and sign one message. Never raises: one bad message must not stop the batch."""
+    env = task.envelope
+    start = time.perf_counter()
+    try:
+        raw = mime.render(env, date=task.date, message_id_header=mime.make_message_id_header(
+            env.service, env.message_id, env.domain))
+        rendered = time.perf_counter()
+        signed = task.signer.sign(raw)
+    except Exception as exc:
+        return Rendered.failed(exc)
+    return Rendered(signed, render_seconds=rendered - start,
+                    sign_seconds=time.perf_counter() - rendered)
+
+
+def cpus() -> int:
+    """The CPUs this process may use (Linux affinity), else the machine's count."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class Renderer:
+    """Turns a batch's envelopes into signed bytes, in order; `processes` < 2 renders here."""
+
+    signer_for: Callable[[str], Signer]
+    clock: Callable[[], datetime]
+    processes: int
+
+    def prestart(self, messages: int) -> None:
+        """Start the workers while the batch is still being decided, if it will need them."""
+        if messages >= POOL_MIN_MESSAGES:
+            RenderPool.prestart(self.processes)
+
+    @contextmanager
+    def renderings(self, envelopes: Sequence[Envelope], counts: Counts) -> Iterator[
+            Iterator[Rendered]]:
+        """Every message rendered and signed, in order: by the worker pool when the batch is
+        large enough, else each one here just before its hand-off."""
+        tasks = [self._task(env) for env in envelopes]
+        work = [task for task in tasks if isinstance(task, RenderTask)]
+        if self.processes < 2 or len(work) < POOL_MIN_MESSAGES:
+            yield _with_stage_times(
+                (task if isinstance(task, Rendered) else render_task(task) for task in tasks),
+                counts, waited=False,
+            )
+            return
+        chunk = max(1, min(16, len(work) // (4 * self.processes)))
+        with RenderPool.map(self.processes, work, chunk) as results:
+            yield _with_stage_times(
+                (task if isinstance(task, Rendered) else next(results) for task in tasks),
+                counts, waited=True,
+            )
+
+    def _task(self, env: Envelope) -> RenderTask | Rendered:
+        """The work for `env`, or the failure to find its signer."""
+        try:
+            return RenderTask(env, self.clock(), self.signer_for(env.domain))
+        except Exception as exc:  # e.g. an unreadable key: this message fails, not the batch
+            return Rendered.failed(exc)
+
+
+class RenderPool:
+    """The process's render-and-sign workers, started once and kept for later batches.
+
+    Starting them costs a forkserver (first time), a fork, and a DKIM key parse per worker,
+    about half a second on a busy 2-core machine: too much to pay for every batch when one
+    process runs many (`notify process`). Workers come from a forkserver, never a fork of this
+    (threaded) process, and exit when this process dies; Python shuts the pool down at exit.
+    """
+
+    _lock = threading.Lock()
+    _pool: ProcessPoolExecutor | None = None
+    _key: tuple[int, int] | None = None  # (our pid, size): a forked child must not reuse it
+
+    @classmethod
+    def prestart(cls, processes: int) -> None:
+        if processes >= 2:
+            cls._get(processes).submit(os.getpid)
+
+    @classmethod
+    @contextmanager
+    def map(
+        cls, processes: int, work: Sequence[RenderTask], chunk: int
+    ) -> Iterator[Iterator[Rendered]]:
+        """Results in order; whatever is still queued is cancelled when the block ends."""
+        # `Executor.map` returns a generator; closing it cancels the futures not yet started.
+        results = cast(Generator[Rendered, None, None], cls._get(processes).map(
+            render_task, work, chunksize=chunk))
+        try:
+            yield results
+        except BrokenProcessPool:
+            cls._discard()  # a worker died: the next batch gets a fresh pool
+            raise
+        finally:
+            results.close()  # e.g. the provider went away and the rest is handed back
+
+    @classmethod
+    def _get(cls, processes: int) -> ProcessPoolExecutor:
+        with cls._lock:
+            key = (os.getpid(), processes)
+            if cls._pool is None or cls._key != key:
+                context = multiprocessing.get_context("forkserver")
+                context.set_forkserver_preload(["notify_pipeline.mime",
+                                                "notify_pipeline.signing"])
+                cls._pool = ProcessPoolExecutor(processes, mp_context=context,
+                                                initializer=_exit_with_owner,
+                                                initargs=(os.getpid(),))
+                cls._key = key
+            return cls._pool
+
+    @classmethod
+    def _discard(cls) -> None:
+        with cls._lock:
+            pool, cls._pool, cls._key = cls._pool, None, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _with_stage_times(
+    results: Iterable[Rendered], counts: Counts, *, waited: bool
+) -> Iterator[Rendered]:
+    """Pass results through, adding their render and sign times to the counts, and the time
+    spent waiting for the workers as `render_wait` when `waited`."""
+    iterator = iter(results)
+    while True:
+        start = time.perf_counter()
+        rendered = next(iterator, None)
+        if waited:
+            counts.stage_seconds["render_wait"] += time.perf_counter() - start
+        if rendered is None:
+            return
+        counts.stage_seconds["render"] += rendered.render_seconds
+        counts.stage_seconds["sign"] += rendered.sign_seconds
+        yield rendered
+
+
+def _exit_with_owner(owner: int) -> None:
+    """Runs in each worker: exit as soon as the process that owns the pool is gone.
+
+    A forkserver child cannot wait for its parent instead: every worker holds the fd that
+    would tell the forkserver its client died, so after a SIGKILL neither would ever leave,
+    and a caller reading the run's output would wait for them forever. A pidfd (Linux 5.3+)
+    becomes readable when the owner exits, zombie or not; elsewhere we poll once a second.
+    """
+
+    def watch() -> None:
+        try:
+            descriptor = os.pidfd_open(owner)
+        except (AttributeError, OSError):  # no pidfds here: poll
+            while _alive(owner):
+                time.sleep(1.0)
+        else:
+            select.select([descriptor], [], [])
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-owner", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -41,7 +41,7 @@ def publish_to_sheets(service: Service, store: AnalyticsStore, since: datetime,
             for row in chunk)
     result = SheetsExporter.from_application_default(folder_id).export(
         service.id, EXPORT_COLUMNS, rows, share_with=list(service.reporting_principals))
-    return {f"sheets_{key}": _metadata_value(value)
+    return {key: _metadata_value(value)
             for key, value in result.as_metadata().items()}
 
 

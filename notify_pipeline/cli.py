@@ -84,6 +84,12 @@ def _parser() -> argparse.ArgumentParser:
     process = sub.add_parser("process", help="drain every source once, in process; print JSON")
     process.set_defaults(handler=cmd_process)
 
+    analytics = sub.add_parser(
+        "analytics", help="materialise the analytics assets in process; print JSON per service")
+    analytics.add_argument("--service", action="append", default=[], metavar="ID",
+                           help="only this service (repeatable; default: every service)")
+    analytics.set_defaults(handler=cmd_analytics)
+
     up = sub.add_parser("up", help="local profile: run the SMTP sink and `dagster dev` together")
     up.add_argument("--port", type=int, default=3000, help="Dagster UI port")
     up.set_defaults(handler=cmd_up)
@@ -151,15 +157,14 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_dns_records(args: argparse.Namespace, settings: Settings) -> int:
-    from notify_pipeline.dns import dns_records
     from notify_pipeline.registry import load_registry
-    from notify_pipeline.signing import DkimKeyStore
+    from notify_pipeline.sending_domains import deployment_dns_records
 
-    domains = [settings.domain, settings.testing_domain]
-    for service in load_registry(settings.registry).services:
-        domains += [d for d in service.advanced.custom_domains if d not in domains]
-    keys = DkimKeyStore(settings.keys_dir, settings.dkim_selector).keys(domains)
-    print(json.dumps([r.as_dict() for r in dns_records(domains=domains, keys=keys)], indent=2))
+    records = deployment_dns_records(
+        main=settings.domain, testing=settings.testing_domain,
+        registry=load_registry(settings.registry), keys_dir=settings.keys_dir,
+        selector=settings.dkim_selector)
+    print(json.dumps(records, indent=2))
     return 0
 
 
@@ -264,7 +269,7 @@ def process_once(settings: Settings, *, max_rounds: int = 1000) -> dict[str, Any
     totals = Totals()
     with _instance() as instance:
         for sensor in defs.sensors or []:
-            if sensor.name == delivery_worker_sensor.name:
+            if sensor.name == delivery_worker_sensor.name or not sensor.has_jobs:
                 continue  # a pass runs each batch itself; a worker run would outlive it
             job = defs.resolve_job_def(str(sensor.job_name))
             cursor: str | None = None
@@ -290,6 +295,15 @@ def process_once(settings: Settings, *, max_rounds: int = 1000) -> dict[str, Any
     data = totals.as_dict()
     del data["staged"], data["errors"]
     return data
+
+
+def cmd_analytics(args: argparse.Namespace, settings: Settings) -> int:
+    from notify_pipeline.assets.run import run_analytics
+
+    with _instance() as instance:
+        print(json.dumps(run_analytics(settings, instance, args.service), indent=2,
+                         sort_keys=True))
+    return 0
 
 
 def _work_of(request: Any) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 
 import dagster as dg
 
+from notify_pipeline.assets.events import report_events_materialization
 from notify_pipeline.ledger.base import Ledger, current_owner
 from notify_pipeline.resources import (
     DeploymentResource,
@@ -60,6 +61,7 @@ def deliver(
     for example in summary.reject_examples:
         context.log.warning(f"rejected {example}")
     _tag_run(context, summary)
+    report_events_materialization(context, summary.as_dict())
     return dg.Output(summary.as_dict(), metadata=_metadata(summary))
 
 
@@ -112,6 +114,7 @@ def work_inbox(
         for example in summary.reject_examples:
             context.log.warning(f"rejected {example}")
         context.log.info(f"batch {summary.batch_id}: {json.dumps(summary.as_dict())}")
+        report_events_materialization(context, summary.as_dict())
 
     totals = run_worker(
         inbox=inbox.open(),
@@ -149,7 +152,9 @@ def record_events(
 def flush_outbox(
     context: dg.OpExecutionContext, ledger: LedgerResource, warehouse: WarehouseResource
 ) -> dg.Output[int]:
-    return _flush(context, ledger, warehouse)
+    written = _flush(context, ledger, warehouse)
+    report_events_materialization(context, {"events": written.value})
+    return written
 
 
 def _flush(

@@ -7,6 +7,7 @@ from typing import Any
 
 import dagster as dg
 
+from notify_pipeline.assets.resource import AnalyticsResource
 from notify_pipeline.bigquery_resource import EmulatorAwareBigQueryResource
 from notify_pipeline.errors import ConfigError
 from notify_pipeline.resources import (
@@ -54,6 +55,9 @@ def _common(s: Settings) -> dict[str, Any]:
         ),
         "registry": RegistryResource(path=_path(s.registry)),
         "signing": SigningResource(keys_dir=_path(s.keys_dir), selector=s.dkim_selector),
+        "analytics": AnalyticsResource(home=_path(s.home), export_days=s.export_days,
+                                       apply_access=s.profile is Profile.GCP,
+                                       sheets_folder_id=s.sheets_folder_id),
     }
 
 

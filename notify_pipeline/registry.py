@@ -90,6 +90,21 @@ class AdvancedOptions(BaseModel):
     )
 
 
+class AlertThresholds(BaseModel):
+    """When a service's bounce and complaint rates call for a warning (defaults: SES's own)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    window_days: int = Field(default=7, ge=1, le=366, description="Rolling window, in days.")
+    min_volume: int = Field(
+        default=100, ge=0, description="Fewer sends in the window than this: no verdict."
+    )
+    bounce_warning: float = Field(default=0.05, ge=0, le=1)
+    bounce_critical: float = Field(default=0.10, ge=0, le=1)
+    complaint_warning: float = Field(default=0.001, ge=0, le=1)
+    complaint_critical: float = Field(default=0.005, ge=0, le=1)
+
+
 class Service(BaseModel):
     """One registered service: who may send as it, from which address, and to whom."""
 
@@ -120,6 +135,10 @@ class Service(BaseModel):
         default=(), description="IAM principals of the team that runs this service."
     )
     advanced: AdvancedOptions = AdvancedOptions()
+    alerts: AlertThresholds = AlertThresholds()
+    retention_days: int = Field(
+        default=400, ge=1, description="Events older than this many days are deleted."
+    )
 
     def sending_domain(self, main_domain: str, testing_domain: str) -> str:
         """The domain of this service's From address; both domains are deployment settings."""

@@ -87,6 +87,10 @@ class Settings(BaseSettings):
     suppression_days: int = Field(default=d.SUPPRESSION_DAYS, ge=1)
     max_request_bytes: int = d.MAX_REQUEST_BYTES
 
+    # Analytics: how many days of events `sheets_export` writes.
+    export_days: int = Field(default=90, ge=1)
+    sheets_folder_id: str = ""  # gcp: the Shared Drive folder holding one Sheet per service
+
     # One long-lived delivery_worker run instead of a run per batch (see sensors/worker.py).
     delivery_worker: bool = True
     worker_poll_seconds: float = Field(default=d.WORKER_POLL_SECONDS, gt=0)

@@ -18,17 +18,18 @@ from tests.helpers import REPO
 def test_definitions_graph_snapshot(local):
     defs = build_definitions(local.settings)
     dg.Definitions.validate_loadable(defs)
-    assert sorted(j.name for j in defs.resolve_all_job_defs()) == [
-        "deliver_batch", "delivery_worker", "record_provider_events"]
+    assert sorted(j.name for j in defs.resolve_all_job_defs() if not j.name.startswith("__")) == [
+        "analytics_rates", "analytics_tables", "deliver_batch", "delivery_worker",
+        "dns_records_refresh", "record_provider_events"]
     assert [s.name for s in defs.sensors or []] == [
-        "inbox_sensor", "delivery_worker_sensor"], "no provider events locally"
+        "inbox_sensor", "services_sensor", "delivery_worker_sensor"], "no provider events locally"
     job = defs.resolve_job_def("deliver_batch")
     assert [n.name for n in job.nodes_in_topological_order] == ["deliver", "record_events"]
     worker = defs.resolve_job_def("delivery_worker")
     assert [n.name for n in worker.nodes_in_topological_order] == ["work_inbox"]
     assert sorted(resources_for(local.settings)) == [
-        "deployment", "identity", "inbox", "ledger", "registry", "signing", "transport",
-        "warehouse",
+        "analytics", "deployment", "identity", "inbox", "ledger", "registry", "signing",
+        "transport", "warehouse",
     ]
 
 

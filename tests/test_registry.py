@@ -54,7 +54,8 @@ def only_issue(directory: Path) -> RegistryIssue:
 def test_checked_in_registry_loads() -> None:
     registry = load_registry(REGISTRY)
 
-    assert list(registry) == ["hr-reminders", "lookup-notices", "lookup-notices-test"]
+    assert list(registry) == ["hr-reminders", "lookup-notices", "lookup-notices-test",
+                              "notify-alerts"]
     lookup = registry["lookup-notices"]
     assert lookup.environment is Environment.PRODUCTION
     assert lookup.advanced.reply_to

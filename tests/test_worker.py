@@ -466,7 +466,7 @@ def test_worker_sensor_is_registered_unless_turned_off(local, monkeypatch):
     assert "delivery_worker_sensor" in [s.name for s in build_definitions(local.settings).sensors]
     monkeypatch.setenv("NOTIFY_DELIVERY_WORKER", "false")
     off = build_definitions(local.settings)
-    assert [s.name for s in off.sensors or []] == ["inbox_sensor"]
+    assert [s.name for s in off.sensors or []] == ["inbox_sensor", "services_sensor"]
     assert "delivery_worker" in [j.name for j in off.resolve_all_job_defs()], "still launchable"
 
 

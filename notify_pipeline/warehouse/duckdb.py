@@ -47,7 +47,8 @@ class DuckDBWarehouse(Warehouse):
         self.path = path
         self._lock_wait = lock_wait_seconds
 
-    def _connect(self, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    def connect(self, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+        """A connection, waiting (bounded) while another process holds the file."""
         @retry(
             retry=retry_if_exception(_is_lock_conflict),
             stop=stop_after_delay(self._lock_wait),
@@ -61,7 +62,7 @@ class DuckDBWarehouse(Warehouse):
         return connect()
 
     def ensure_schema(self) -> None:
-        with self._connect() as con:
+        with self.connect() as con:
             con.execute(DDL)
 
     def write_events(self, events: Sequence[Event]) -> int:
@@ -70,7 +71,7 @@ class DuckDBWarehouse(Warehouse):
         now = utcnow()
         frame = pd.DataFrame([e.row(now) for e in events], columns=list(EVENT_COLUMNS))
         frame = frame.drop_duplicates(subset="event_id")
-        with self._connect() as con:
+        with self.connect() as con:
             con.execute(DDL)
             con.register("incoming", frame)
             before = _count(con)
@@ -84,7 +85,7 @@ class DuckDBWarehouse(Warehouse):
 
         DDL takes no parameters; `service_table` has already proved the id is `[a-z0-9-]+`.
         """
-        with self._connect() as con:
+        with self.connect() as con:
             con.execute(DDL)
             for sid in service_ids:
                 view = f"{SCHEMA}.{service_table(sid)}"
@@ -93,7 +94,7 @@ class DuckDBWarehouse(Warehouse):
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run a read-only query (tests, CLI summaries)."""
-        with self._connect(read_only=True) as con:
+        with self.connect(read_only=True) as con:
             return con.execute(sql, list(params)).fetchall()
 
 

@@ -1,0 +1,92 @@
+"""The Dagster layer of the analytics: check severities and metadata, the services sensor, and
+the `events` materializations every delivery batch reports."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import dagster as dg
+import pytest
+
+from notify_pipeline.assets import bounce_rates, daily_stats, events, services, sync_services
+from notify_pipeline.assets.events import events_metadata
+from notify_pipeline.cli import process_once
+from notify_pipeline.profiles import resources_for
+from notify_pipeline.sensors.services import services_sensor
+from notify_pipeline.warehouse.duckdb import DuckDBWarehouse
+from tests.analytics_seed import seed
+
+
+def _rates(local, instance, sends, bounces, complaints=0):
+    warehouse = DuckDBWarehouse(local.settings.warehouse_path)
+    warehouse.ensure_schema()
+    today = datetime.now(UTC).date()
+    seed(warehouse, "lookup-notices", today, "send", sends)
+    seed(warehouse, "lookup-notices", today, "bounce", bounces, bounce_type="Permanent")
+    seed(warehouse, "lookup-notices", today, "complaint", complaints)
+    sync_services(instance, ["lookup-notices"])
+    result = dg.materialize([events, daily_stats, bounce_rates], instance=instance,
+                            partition_key="lookup-notices", resources=resources_for(local.settings))
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}, result
+
+
+@pytest.mark.parametrize(("sends", "bounces", "complaints", "expected"), [
+    (100, 4, 0, {"bounce_rate": (True, None), "complaint_rate": (True, None)}),
+    (1000, 50, 1, {"bounce_rate": (False, dg.AssetCheckSeverity.WARN),
+            "complaint_rate": (False, dg.AssetCheckSeverity.WARN)}),
+    (100, 10, 5, {"bounce_rate": (False, dg.AssetCheckSeverity.ERROR),
+             "complaint_rate": (False, dg.AssetCheckSeverity.ERROR)}),
+])
+def test_checks_pass_warn_and_error_with_the_level(local, sends, bounces, complaints,
+                                                   expected):
+    with dg.instance_for_test() as instance:
+        checks, result = _rates(local, instance, sends, bounces, complaints)
+    got = {name: (e.passed, None if e.passed else e.severity) for name, e in checks.items()}
+    assert got == expected
+    meta = result.asset_materializations_for_node("bounce_rates")[0].metadata
+    assert isinstance(meta["bounce_rate"], dg.FloatMetadataValue)
+    assert isinstance(checks["complaint_rate"].metadata["rate"], dg.FloatMetadataValue)
+
+
+def test_checks_pass_under_the_volume_floor(local):
+    with dg.instance_for_test() as instance:
+        checks, _ = _rates(local, instance, 99, 50, 20)
+    assert all(e.passed for e in checks.values())
+    assert checks["bounce_rate"].metadata["level"].value == "insufficient_volume"
+
+
+def test_services_sensor_keeps_partitions_equal_to_the_registry(local):
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(services.name, ["gone-service", "lookup-notices"])
+        context = dg.build_sensor_context(instance=instance,
+                                          resources=resources_for(local.settings))
+        result = services_sensor(context)
+        assert isinstance(result, dg.SensorResult)
+        added = [k for r in result.dynamic_partitions_requests
+                 if isinstance(r, dg.AddDynamicPartitionsRequest) for k in r.partition_keys]
+        removed = [k for r in result.dynamic_partitions_requests
+                   if isinstance(r, dg.DeleteDynamicPartitionsRequest) for k in r.partition_keys]
+        assert removed == ["gone-service"]
+        assert sorted(added) == ["hr-reminders", "lookup-notices-test", "notify-alerts"]
+        assert "removed ['gone-service']" in (result.skip_reason.skip_message or "")
+
+
+def test_every_delivery_batch_reports_an_events_materialization(local, sink, monkeypatch,
+                                                                tmp_path):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    (tmp_path / "dagster").mkdir()
+    local.enqueue(local.request(id="ok-1"))
+    local.enqueue(local.request(id="bad-1", to=["x@example.org"], identity_token="nope"))
+    process_once(local.settings)
+    with dg.DagsterInstance.get() as instance:
+        event = instance.get_latest_materialization_event(dg.AssetKey("events"))
+    assert event is not None
+    meta = {k: v.value for k, v in event.asset_materialization.metadata.items()}
+    assert (meta["delivered"], meta["rejected"], meta["rejected_unauthenticated"]) == (1, 1, 1)
+    assert meta["failed"] == meta["duplicates"] == 0
+
+
+def test_events_metadata_fills_absent_counts_with_zero():
+    meta = events_metadata({"events": 4})
+    assert meta["events"].value == 4 and meta["delivered"].value == 0
+    assert meta["rejected"].value == 0

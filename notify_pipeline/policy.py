@@ -12,10 +12,13 @@ import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from email.errors import MessageError
+from email.headerregistry import Address
 from typing import Protocol
 
 from email_validator import EmailNotValidError, validate_email
 
+from notify_pipeline import header_text
 from notify_pipeline.errors import RejectReason, RequestRejected
 from notify_pipeline.message import Attachment, Envelope
 from notify_pipeline.registry import Registry, Service
@@ -37,6 +40,7 @@ DISALLOWED_HEADERS = frozenset(
 DISALLOWED_PREFIXES = ("x-ses-", "x-notify-")
 HEADER_NAME = re.compile(r"^[!-9;-~]{1,76}$")  # RFC 5322 ftext: printable ASCII except ':'
 _BREAKS = ("\r", "\n", "\x00")
+_ADDRESS_FIELDS = ("to", "cc", "bcc", "reply_to")
 
 
 class IdentityVerifier(Protocol):
@@ -89,8 +93,9 @@ def build_envelope(request: SendRequest, service: Service, domains: Domains) -> 
             RejectReason.REPLY_TO_NOT_ENABLED,
             f"service {service.id!r} has not enabled the advanced reply_to option",
         )
-    _check_addresses(request)
-    refused = [r for r in request.recipients if not service.allows_recipient(r)]
+    addresses = {name: _expressible(name, getattr(request, name)) for name in _ADDRESS_FIELDS}
+    recipients = (*addresses["to"], *addresses["cc"], *addresses["bcc"])
+    refused = [r for r in recipients if not service.allows_recipient(r)]
     if refused:
         raise RequestRejected(
             RejectReason.RECIPIENT_NOT_ALLOWED,
@@ -107,10 +112,10 @@ def build_envelope(request: SendRequest, service: Service, domains: Domains) -> 
         message_id=request.id,
         from_display=service.display_name,
         from_address=from_address,
-        to=request.to,
-        cc=request.cc,
-        bcc=request.bcc,
-        reply_to=request.reply_to,
+        to=addresses["to"],
+        cc=addresses["cc"],
+        bcc=addresses["bcc"],
+        reply_to=addresses["reply_to"],
         subject=request.subject,
         text=request.text,
         html=request.html,
@@ -135,10 +140,11 @@ def split_suppressed(
 
 
 def _check_injection(request: SendRequest) -> None:
-    """CR, LF or NUL anywhere that ends up in a header would let a caller add headers."""
+    """CR, LF or NUL anywhere that ends up in a header would let a caller add headers; other
+    controls, and encoded words that decode to any, are refused with them (`header_text`)."""
     fields: list[tuple[str, str]] = [("subject", request.subject)]
     fields += [("from_tag", request.from_tag or "")]
-    for name in ("to", "cc", "bcc", "reply_to"):
+    for name in _ADDRESS_FIELDS:
         fields += [(f"{name}[{i}]", v) for i, v in enumerate(getattr(request, name))]
     for key, value in request.headers.items():
         fields += [(f"headers.{key!r}", key), (f"headers.{key!r}", value)]
@@ -149,6 +155,9 @@ def _check_injection(request: SendRequest) -> None:
             raise RequestRejected(
                 RejectReason.HEADER_INJECTION, f"{where} contains a line break or NUL"
             )
+        unsafe = header_text.problem(value)
+        if unsafe:
+            raise RequestRejected(RejectReason.HEADER_INJECTION, f"{where} {unsafe}")
 
 
 def _check_headers(headers: dict[str, str]) -> None:
@@ -170,12 +179,32 @@ def _check_headers(headers: dict[str, str]) -> None:
         seen.add(lowered)
 
 
-def _check_addresses(request: SendRequest) -> None:
-    for name in ("to", "cc", "bcc", "reply_to"):
-        for i, address in enumerate(getattr(request, name)):
-            try:
-                validate_email(address, check_deliverability=False, allow_smtputf8=True)
-            except EmailNotValidError as exc:
-                raise RequestRejected(
-                    RejectReason.MALFORMED, f"{name}[{i}] is not a valid email address: {exc}"
-                ) from None
+def _expressible(field: str, addresses: tuple[str, ...]) -> tuple[str, ...]:
+    """The field's addresses as they will be sent, each one a header can carry as written.
+
+    Internationalised domains become their ASCII (IDNA) form; local parts stay as written, and
+    one that is not ASCII is refused, since that would need SMTPUTF8. The renderer must read
+    each address back unchanged: it decodes what looks like an RFC 2047 encoded word even in a
+    local part, and would then write something else than what the caller sent.
+    """
+    out = []
+    for i, address in enumerate(addresses):
+        where = f"{field}[{i}]"
+        try:
+            valid = validate_email(address, check_deliverability=False, allow_smtputf8=False)
+        except EmailNotValidError as exc:
+            raise RequestRejected(
+                RejectReason.MALFORMED, f"{where} is not a valid email address: {exc}"
+            ) from None
+        local, _, domain = address.rpartition("@")
+        sendable = address if domain.isascii() else f"{local}@{valid.ascii_domain}"
+        try:
+            readable = Address(addr_spec=sendable).addr_spec == sendable
+        except (ValueError, MessageError, IndexError):
+            readable = False
+        if not readable:
+            raise RequestRejected(
+                RejectReason.MALFORMED, f"{where} cannot be written in a message header as given"
+            )
+        out.append(sendable)
+    return tuple(out)

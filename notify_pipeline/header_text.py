@@ -18,6 +18,7 @@ import re
 
 # C0 except TAB, DEL, C1, LS, PS, and lone surrogates (which no encoding can write).
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_ASCII_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 # As lenient as the most lenient decoder: any charset and payload between `=?` and `?=`.
 _ENCODED_WORD = re.compile(r"=\?([^?]*)\?([bBqQ])\?(.*?)\?=", re.DOTALL)
 
@@ -27,18 +28,17 @@ def problem(value: str) -> str | None:
     found = _CONTROL.search(value)
     if found:
         return f"contains the control character U+{ord(found.group()):04X}"
-    if "=?" in value and any(_CONTROL.search(text) for text in _decoded_words(value)):
+    if "=?" in value and any(_holds_control(*word) for word in _ENCODED_WORD.findall(value)):
         return "contains an RFC 2047 encoded word whose text holds a line break or control"
     return None
 
 
-def _decoded_words(value: str) -> list[str]:
-    """Each encoded word's text, read both in its charset and byte for byte (latin-1)."""
-    texts = []
-    for charset, encoding, payload in _ENCODED_WORD.findall(value):
-        raw = _decode_payload(encoding.lower(), payload)
-        texts += [raw.decode("latin-1"), raw.decode(_codec(charset), errors="replace")]
-    return texts
+def _holds_control(charset: str, encoding: str, payload: str) -> bool:
+    """Whether the word's text holds a control, read in its charset, or an ASCII control
+    byte whatever the charset (a reader may take it for any ASCII-compatible one)."""
+    raw = _decode_payload(encoding.lower(), payload)
+    text = raw.decode(_codec(charset), errors="replace")
+    return bool(_CONTROL.search(text) or _ASCII_CONTROL.search(raw))
 
 
 def _decode_payload(encoding: str, payload: str) -> bytes:

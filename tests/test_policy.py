@@ -166,7 +166,7 @@ def test_encoded_words_that_decode_to_controls_are_header_injection(registry, en
 
 def test_tabs_and_harmless_encoded_words_pass(registry):
     env = envelope_for(registry, subject="a\tb =?utf-8?q?caf=C3=A9?=",
-                       headers={"X-Campaign": "=?utf-8?b?aGk=?="})
+                       headers={"X-Campaign": "=?utf-8?b?aGk=?= =?utf-8?b?4oKs?="})  # "hi €"
     assert env.subject == "a\tb =?utf-8?q?caf=C3=A9?="
 
 

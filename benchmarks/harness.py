@@ -84,7 +84,7 @@ class Deployment:
 
     def token(self) -> str:
         """One ID token minted by the deployment's local issuer, valid for an hour."""
-        from notify_pipeline.identity import LocalIssuer
+        from notify_pipeline.local_issuer import LocalIssuer
 
         s = self.settings()
         token: str = LocalIssuer(s.keys_dir, s.local_issuer).mint(

@@ -1,11 +1,10 @@
-"""The `notify` command line (DESIGN.md contract). Configuration comes from NOTIFY_* variables."""
+"""The `notify` command line (docs/cli.md). Configuration comes from NOTIFY_* variables."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -57,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     dns = sub.add_parser("dns-records", help="SPF, DKIM and DMARC records to publish, as JSON")
     dns.set_defaults(handler=cmd_dns_records)
 
-    enqueue = sub.add_parser("enqueue", help="put one send request on the local inbox")
+    enqueue = sub.add_parser("enqueue", help="put one send request on an inbox, through the client")
     enqueue.add_argument("--service", required=True)
     enqueue.add_argument("--to", action="append", required=True, metavar="ADDR")
     enqueue.add_argument("--cc", action="append", default=[], metavar="ADDR")
@@ -72,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     who = enqueue.add_mutually_exclusive_group()
     who.add_argument("--service-account", help="mint a token for this account (local profile)")
     who.add_argument("--token", help="an ID token obtained elsewhere")
+    enqueue.add_argument("--inbox", metavar="URL", help="file:///path, gs://bucket/prefix/ or "
+                         "pubsub://projects/P/topics/T (default: the profile's inbox)")
     enqueue.set_defaults(handler=cmd_enqueue)
 
     sink = sub.add_parser("sink", help="run the local SMTP sink (Maildir under $NOTIFY_HOME/mail)")
@@ -86,6 +87,26 @@ def _parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="local profile: run the SMTP sink and `dagster dev` together")
     up.add_argument("--port", type=int, default=3000, help="Dagster UI port")
     up.set_defaults(handler=cmd_up)
+
+    creds = sub.add_parser("smtp-credentials", help="SMTP submission credentials of services")
+    actions = creds.add_subparsers(required=True, metavar="ACTION")
+    create = actions.add_parser("create", help="print a new username and password, shown once")
+    create.add_argument("--service", required=True)
+    create.set_defaults(handler=cmd_smtp_credentials, smtp_action="create")
+    listing = actions.add_parser("list", help="usernames, services and creation times, as JSON")
+    listing.add_argument("--service")
+    listing.set_defaults(handler=cmd_smtp_credentials, smtp_action="list")
+    revoke = actions.add_parser("revoke", help="remove a service's credential (or all of them)")
+    revoke.add_argument("--service", required=True)
+    revoke.add_argument("--username", help="the one to remove (default: every one)")
+    revoke.set_defaults(handler=cmd_smtp_credentials, smtp_action="revoke")
+
+    smtp = sub.add_parser("smtp-server", help="accept services' mail over SMTP (STARTTLS + AUTH)")
+    smtp.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    smtp.add_argument("--port", type=int, default=587)
+    smtp.add_argument("--tls-cert", type=Path, help="PEM certificate chain (default: self-signed)")
+    smtp.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    smtp.set_defaults(handler=cmd_smtp_server)
     return parser
 
 
@@ -112,7 +133,7 @@ def cmd_registry_schema(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _local_issuer(settings: Settings) -> Any:
-    from notify_pipeline.identity import LocalIssuer
+    from notify_pipeline.local_issuer import LocalIssuer
 
     if settings.profile is not Profile.LOCAL:
         raise ConfigError("NOTIFY_PROFILE", "only the local profile mints tokens; use Google's")
@@ -143,46 +164,44 @@ def cmd_dns_records(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:
-    from notify_pipeline.inbox.local import LocalInbox
+    """Send one request through the client, as a service would, and say where it went."""
+    from notify_pipeline.client.compose import build
+    from notify_pipeline.client.session import Session
+    from notify_pipeline.client.tokens import StaticToken
 
-    request: dict[str, Any] = {
-        "version": 1,
-        "id": args.id or secrets.token_hex(16),
-        "service": args.service,
-        "identity_token": args.token or _token_for(args, settings),
-        "to": args.to,
-        "cc": args.cc,
-        "bcc": args.bcc,
-        "reply_to": args.reply_to,
-        "subject": args.subject,
-    }
-    request["text" if args.text is not None else "html"] = (
-        args.text if args.text is not None else args.html
+    inbox = args.inbox or _default_inbox(settings)
+    session = Session(
+        args.service, inbox, service_account=args.service_account,
+        audience=settings.deployment_audience,
+        token_source=StaticToken(args.token) if args.token else None,
     )
-    if args.from_tag:
-        request["from_tag"] = args.from_tag
-    if settings.profile is not Profile.LOCAL:
-        raise ConfigError("NOTIFY_PROFILE", "enqueue writes to the local inbox only")
-    name = f"{args.service}--{request['id']}.json"
-    path = LocalInbox(settings.home).write_request(json.dumps(request).encode(), name)
-    print(json.dumps({"id": request["id"], "path": str(path)}))
+    wire = build(
+        args.service, to=args.to, cc=args.cc, bcc=args.bcc, reply_to=args.reply_to,
+        subject=args.subject, text=args.text, html=args.html, idempotency_key=args.id,
+        from_tag=args.from_tag,
+    )
+    where = session.send_wire(wire)
+    local = inbox.startswith("file:")
+    report = {"id": wire["id"], "inbox": session.inbox, "path" if local else "location": where}
+    if local:
+        report["rejected"] = str((settings.home / "rejected").resolve())
+    print(json.dumps(report))
+    print(f"notify: request {wire['id']} queued at {where}"
+          + (f"; a rejection would appear in {report['rejected']}" if local else ""),
+          file=sys.stderr)
     return 0
 
 
-def _token_for(args: argparse.Namespace, settings: Settings) -> str:
-    """Mint a token for --service-account, or for the service's first registered account."""
-    from notify_pipeline.registry import load_registry
+def _default_inbox(settings: Settings) -> str:
+    """The profile's own inbox: the local folder, or the gcp profile's GCS prefix."""
+    from notify_pipeline.settings import InboxKind
 
-    account = args.service_account
-    if account is None:
-        service = load_registry(settings.registry).get(args.service)
-        if service is None:
-            raise ConfigError("--service", f"no service {args.service!r} is registered")
-        account = service.service_accounts[0]
-    token: str = _local_issuer(settings).mint(
-        service_account=account, audience=settings.deployment_audience
-    )
-    return token
+    if settings.profile is Profile.LOCAL:
+        return settings.inbox_dir.resolve().as_uri()
+    if settings.inbox is InboxKind.GCS and settings.gcs_bucket:
+        return f"gs://{settings.gcs_bucket}/{settings.gcs_inbox_prefix}"
+    raise ConfigError("--inbox", "the gcp profile's Pub/Sub inbox is read from a subscription; "
+                      "name the topic to publish to: --inbox pubsub://projects/P/topics/T")
 
 
 def cmd_sink(args: argparse.Namespace, settings: Settings) -> int:
@@ -314,6 +333,60 @@ def _instance() -> Any:
     if os.environ.get("DAGSTER_HOME"):
         return dg.DagsterInstance.get()
     return dg.DagsterInstance.ephemeral()
+
+
+def cmd_smtp_credentials(args: argparse.Namespace, settings: Settings) -> int:
+    from notify_pipeline.registry import load_registry
+    from notify_pipeline.submission.credentials import credential_store
+
+    store = credential_store(settings.home)
+    if args.smtp_action == "create":
+        new = store.create(load_registry(settings.registry), args.service)
+        print(json.dumps({"service": new.service, "username": new.username,
+                          "password": new.password}, indent=2))
+        print("notify: the password is shown only this once; store it now", file=sys.stderr)
+    elif args.smtp_action == "list":
+        print(json.dumps([c.as_dict() for c in store.credentials(args.service)], indent=2))
+    else:
+        print(json.dumps({"revoked": store.revoke(args.service, args.username)}))
+    return 0
+
+
+def cmd_smtp_server(args: argparse.Namespace, settings: Settings) -> int:
+    """Serve SMTP submission; accepted messages go to the local inbox as send requests."""
+    from notify_pipeline.inbox.local import LocalInbox
+    from notify_pipeline.policy import Domains
+    from notify_pipeline.submission.credentials import credential_store
+    from notify_pipeline.submission.live_registry import LiveRegistry
+    from notify_pipeline.submission.server import (
+        SubmissionHandler,
+        SubmissionServer,
+        serve_until_stopped,
+    )
+    from notify_pipeline.submission.submitter import local_submitters
+    from notify_pipeline.submission.tls import self_signed, server_context
+
+    if settings.profile is not Profile.LOCAL:
+        raise ConfigError("NOTIFY_PROFILE", "smtp-server writes to the local inbox only")
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise ConfigError("--tls-cert/--tls-key", "give both, or neither for a self-signed pair")
+    cert, key = args.tls_cert, args.tls_key
+    if cert is None:
+        cert, key = self_signed(settings.keys_dir, "localhost")
+        print(f"notify: using the self-signed certificate {cert}", file=sys.stderr)
+    registry = LiveRegistry(settings.registry)
+    registry()  # an invalid registry stops the start, not the first login
+    handler = SubmissionHandler(
+        credentials=credential_store(settings.home), registry=registry,
+        domains=Domains(settings.domain, settings.testing_domain),
+        submitter_for=local_submitters(inbox=LocalInbox(settings.home),
+                                       issuer=_local_issuer(settings),
+                                       audience=settings.deployment_audience, registry=registry),
+    )
+    server = SubmissionServer(handler, tls=server_context(cert, key), host=args.host,
+                              port=args.port, server_hostname=settings.domain)
+    serve_until_stopped(server, announce=lambda line: print(line, flush=True))
+    return 0
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:

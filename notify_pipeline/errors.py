@@ -10,7 +10,7 @@ from enum import StrEnum
 
 
 class RejectReason(StrEnum):
-    """Why a send request was refused (DESIGN.md, "Policy"). Stored in the event `reason` column."""
+    """Why a send request was refused (docs/send-request.md); the event `reason` column holds it."""
 
     MALFORMED = "malformed"
     UNKNOWN_SERVICE = "unknown_service"

@@ -1,4 +1,4 @@
-"""The normalised event record (DESIGN.md contract: event table columns) and its stable id."""
+"""The normalised event record (the event table, docs/events.md) and its stable id."""
 
 from __future__ import annotations
 

@@ -1,44 +1,37 @@
 """Caller identity: OIDC ID tokens of service accounts (RS256 JWTs).
 
-Production tokens are signed by Google; the `local` profile runs its own issuer. Both are verified
-by the same `TokenVerifier`, which lets google-auth check the signature, `iat`/`exp` and `aud`, and
-adds the checks google-auth cannot make: expiry judged at the time the inbox received the request,
-the issuer, and a verified email. No token, nor any part of one, ever appears in an exception or a
-log: google-auth's own exceptions quote the token, so they are translated and never chained.
+Production tokens are signed by Google; the `local` profile runs its own issuer (`local_issuer`).
+Both are verified by the same `TokenVerifier`, which lets google-auth check the signature,
+`iat`/`exp` and `aud`, and adds the checks google-auth cannot make: expiry judged at the time the
+inbox received the request, the issuer, and a verified email. No token, nor any part of one, ever
+appears in an exception or a log: google-auth's own exceptions quote the token, so they are
+translated and never chained.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
-import hashlib
 import json
 import logging
 import math
-import os
 import re
-import tempfile
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import cached_property
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 import requests
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
-from google.auth import crypt, exceptions, jwt
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
+from google.auth import exceptions, jwt
 
+from notify_pipeline.defaults import GOOGLE_CERTS_URL, TOKEN_CLOCK_SKEW_SECONDS
 from notify_pipeline.errors import NotifyError, RejectReason, RequestRejected
-
-GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
+from notify_pipeline.http import retrying_session
 
 _log = logging.getLogger(__name__)
 
@@ -49,11 +42,6 @@ _KNOWN_ALGORITHMS = frozenset(
 )
 _LAST_NUMERIC_DATE = 253402300799  # 9999-12-31T23:59:59Z, the last instant a datetime can hold
 _MAX_AGE = re.compile(r"max-age=(\d+)")
-
-# The local certificate is a pure function of the key (fixed dates, serial from the key), so any
-# process can rebuild it and every process publishes the same certs.json.
-_CERT_NOT_BEFORE = datetime(2020, 1, 1, tzinfo=UTC)
-_CERT_NOT_AFTER = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)  # RFC 5280: no expiry
 
 
 class CertsUnavailable(NotifyError):
@@ -160,15 +148,7 @@ class HttpCertSource:
     ) -> None:
         self._url = url
         self._timeout = timeout
-        self._session = requests.Session()
-        retry = Retry(
-            total=retries,
-            backoff_factor=0.5,
-            status_forcelist=(429, 500, 502, 503, 504),
-            allowed_methods=frozenset({"GET"}),
-        )
-        self._session.mount("http://", HTTPAdapter(max_retries=retry))
-        self._session.mount("https://", HTTPAdapter(max_retries=retry))
+        self._session = retrying_session(retries=retries, backoff_seconds=0.5)
         self._lock = threading.Lock()
         self._certs: dict[str, str] = {}
         self._fresh_until = -math.inf
@@ -199,162 +179,6 @@ def _max_age(cache_control: str) -> int:
     return int(match.group(1)) if match else 0
 
 
-class LocalIssuer:
-    """The `local` profile's stand-in for Google: mints ID tokens with a key kept under `keys_dir`.
-
-    The key is created on first use. Concurrent creators each write a complete private temp file
-    and hard-link it into place; linking never overwrites, so the first link wins and every
-    process then loads that one key.
-    """
-
-    def __init__(self, keys_dir: Path, issuer: str) -> None:
-        self._dir = keys_dir / "identity"
-        self._issuer = issuer
-
-    @property
-    def key_path(self) -> Path:
-        return self._dir / "signing-key.pem"
-
-    @property
-    def certs_path(self) -> Path:
-        """certs.json beside the key, for verifiers in other processes (see `FileCertSource`)."""
-        return self._material.certs_path
-
-    @property
-    def kid(self) -> str:
-        """A fingerprint of the public key, so a new key never reuses an old key id."""
-        return self._material.kid
-
-    def certs(self) -> dict[str, str]:
-        """The issuer's key in Google's v1 format: `{kid: PEM X.509 certificate}`."""
-        return {self._material.kid: self._material.cert_pem}
-
-    def mint(
-        self,
-        *,
-        service_account: str,
-        audience: str,
-        ttl_seconds: int = 3600,
-        now: datetime | None = None,
-        email_verified: bool = True,
-    ) -> str:
-        """A signed ID token shaped like Google's for a service account."""
-        if ttl_seconds <= 0:
-            raise ValueError("ttl_seconds must be positive")
-        issued_at = int((now or datetime.now(UTC)).timestamp())
-        claims = {
-            "iss": self._issuer,
-            "aud": audience,
-            "sub": _subject_for(service_account),
-            "email": service_account,
-            "email_verified": email_verified,
-            "iat": issued_at,
-            "exp": issued_at + ttl_seconds,
-        }
-        token: bytes = jwt.encode(self._signer, claims)
-        return token.decode("ascii")
-
-    @cached_property
-    def _material(self) -> _IssuerKey:
-        """Load or create the key, and publish its certificate before any token is signed."""
-        private_key = _load_or_create_key(self.key_path)
-        kid = _fingerprint(private_key.public_key())
-        cert = _self_signed_cert(private_key, kid).public_bytes(serialization.Encoding.PEM)
-        certs_path = self._dir / "certs.json"
-        content = json.dumps({kid: cert.decode("ascii")}, indent=2).encode()
-        _write_if_changed(certs_path, content)
-        return _IssuerKey(private_key, kid, cert.decode("ascii"), certs_path)
-
-    @cached_property
-    def _signer(self) -> crypt.RSASigner:
-        key, kid = self._material.private_key, self._material.kid
-        return crypt.RSASigner(key, key_id=kid)
-
-
-class _IssuerKey(NamedTuple):
-    private_key: rsa.RSAPrivateKey
-    kid: str
-    cert_pem: str
-    certs_path: Path
-
-
-def _subject_for(email: str) -> str:
-    """A stable 21-digit `sub`, shaped like Google's numeric account ids."""
-    digest = hashlib.sha256(email.lower().encode()).digest()
-    return str(10**20 + int.from_bytes(digest[:8], "big"))
-
-
-def _fingerprint(key: rsa.RSAPublicKey) -> str:
-    der = key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return hashlib.sha256(der).hexdigest()[:40]
-
-
-def _self_signed_cert(key: rsa.RSAPrivateKey, kid: str) -> x509.Certificate:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, kid)])
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(int(kid[:30], 16) | 1)
-        .not_valid_before(_CERT_NOT_BEFORE)
-        .not_valid_after(_CERT_NOT_AFTER)
-        .sign(key, hashes.SHA256())
-    )
-
-
-def _load_or_create_key(path: Path) -> rsa.RSAPrivateKey:
-    if not path.exists():
-        _create_key(path)
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise ValueError(f"{path} does not hold an RSA private key")
-    return key
-
-
-def _create_key(path: Path) -> None:
-    """Write a new key unless another process got there first (link fails: theirs is kept)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    tmp = _write_temp(path, pem, mode=0o600)
-    try:
-        path.hardlink_to(tmp)
-    except FileExistsError:
-        _log.debug("another process created %s first; using its key", path)
-    finally:
-        tmp.unlink()
-
-
-def _write_if_changed(path: Path, content: bytes) -> None:
-    """Replace atomically, and only on change: an unchanged mtime spares file sources a re-read."""
-    with contextlib.suppress(FileNotFoundError):
-        if path.read_bytes() == content:
-            return
-    _write_temp(path, content, mode=0o644).replace(path)
-
-
-def _write_temp(path: Path, content: bytes, *, mode: int) -> Path:
-    """A complete, fsynced file with `mode` beside `path`; never readable by others meanwhile."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # created 0600
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        Path(name).chmod(mode)
-    except BaseException:
-        Path(name).unlink()
-        raise
-    return Path(name)
-
-
 def _reject(sentence: str) -> RequestRejected:
     return RequestRejected(RejectReason.UNAUTHENTICATED, sentence)
 
@@ -368,7 +192,7 @@ class TokenVerifier:
         certs: CertSource,
         audience: str,
         issuers: frozenset[str],
-        clock_skew_seconds: int = 30,
+        clock_skew_seconds: int = TOKEN_CLOCK_SKEW_SECONDS,
     ) -> None:
         self._certs = certs
         self._audience = audience

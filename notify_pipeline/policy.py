@@ -8,39 +8,16 @@ refusing the whole request.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from email.errors import MessageError
-from email.headerregistry import Address
 from typing import Protocol
 
-from email_validator import EmailNotValidError, validate_email
-
-from notify_pipeline import header_text
 from notify_pipeline.errors import RejectReason, RequestRejected
 from notify_pipeline.message import Attachment, Envelope
 from notify_pipeline.registry import Registry, Service
 from notify_pipeline.request import SendRequest
-
-# Headers that identify the sender, carry routing or authentication results, or describe the MIME
-# structure: a caller setting them could spoof, break signing or corrupt the message.
-DISALLOWED_HEADERS = frozenset(
-    h.lower()
-    for h in (
-        "From", "Sender", "Return-Path", "Reply-To", "To", "Cc", "Bcc", "Subject", "Date",
-        "Message-ID", "MIME-Version", "Content-Type", "Content-Transfer-Encoding",
-        "Content-Disposition", "DKIM-Signature", "Domainkey-Signature", "ARC-Seal",
-        "ARC-Message-Signature", "ARC-Authentication-Results", "Authentication-Results",
-        "Received", "Received-SPF", "Delivered-To", "Resent-From", "Resent-Sender", "Resent-To",
-        "Resent-Cc", "Resent-Bcc", "Resent-Date", "Resent-Message-ID", "Errors-To",
-    )
-)
-DISALLOWED_PREFIXES = ("x-ses-", "x-notify-")
-HEADER_NAME = re.compile(r"^[!-9;-~]{1,76}$")  # RFC 5322 ftext: printable ASCII except ':'
-_BREAKS = ("\r", "\n", "\x00")
-_ADDRESS_FIELDS = ("to", "cc", "bcc", "reply_to")
+from notify_pipeline.request_checks import check_addresses, check_headers, check_injection
 
 
 class IdentityVerifier(Protocol):
@@ -86,14 +63,14 @@ def authorise(
 
 def build_envelope(request: SendRequest, service: Service, domains: Domains) -> Envelope:
     """Apply the service's header, Reply-To and recipient rules and resolve the From address."""
-    _check_injection(request)
-    _check_headers(request.headers)
+    check_injection(request)
+    check_headers(request.headers)
     if request.reply_to and not service.advanced.reply_to:
         raise RequestRejected(
             RejectReason.REPLY_TO_NOT_ENABLED,
             f"service {service.id!r} has not enabled the advanced reply_to option",
         )
-    addresses = {name: _expressible(name, getattr(request, name)) for name in _ADDRESS_FIELDS}
+    addresses = check_addresses(request)
     recipients = (*addresses["to"], *addresses["cc"], *addresses["bcc"])
     refused = [r for r in recipients if not service.allows_recipient(r)]
     if refused:
@@ -137,74 +114,3 @@ def split_suppressed(
     recipients = tuple(recipients)
     kept = tuple(r for r in recipients if r.lower() not in suppressed)
     return kept, tuple(r for r in recipients if r.lower() in suppressed)
-
-
-def _check_injection(request: SendRequest) -> None:
-    """CR, LF or NUL anywhere that ends up in a header would let a caller add headers; other
-    controls, and encoded words that decode to any, are refused with them (`header_text`)."""
-    fields: list[tuple[str, str]] = [("subject", request.subject)]
-    fields += [("from_tag", request.from_tag or "")]
-    for name in _ADDRESS_FIELDS:
-        fields += [(f"{name}[{i}]", v) for i, v in enumerate(getattr(request, name))]
-    for key, value in request.headers.items():
-        fields += [(f"headers.{key!r}", key), (f"headers.{key!r}", value)]
-    for i, att in enumerate(request.attachments):
-        fields += [(f"attachments[{i}].filename", att.filename)]
-    for where, value in fields:
-        if any(ch in value for ch in _BREAKS):
-            raise RequestRejected(
-                RejectReason.HEADER_INJECTION, f"{where} contains a line break or NUL"
-            )
-        unsafe = header_text.problem(value)
-        if unsafe:
-            raise RequestRejected(RejectReason.HEADER_INJECTION, f"{where} {unsafe}")
-
-
-def _check_headers(headers: dict[str, str]) -> None:
-    seen: set[str] = set()
-    for name in headers:
-        lowered = name.lower()
-        if not HEADER_NAME.match(name):
-            raise RequestRejected(
-                RejectReason.DISALLOWED_HEADER, f"{name!r} is not a valid header name"
-            )
-        if lowered in DISALLOWED_HEADERS or lowered.startswith(DISALLOWED_PREFIXES):
-            raise RequestRejected(
-                RejectReason.DISALLOWED_HEADER, f"callers may not set the {name} header"
-            )
-        if lowered in seen:
-            raise RequestRejected(
-                RejectReason.DISALLOWED_HEADER, f"the {name} header is given more than once"
-            )
-        seen.add(lowered)
-
-
-def _expressible(field: str, addresses: tuple[str, ...]) -> tuple[str, ...]:
-    """The field's addresses as they will be sent, each one a header can carry as written.
-
-    Internationalised domains become their ASCII (IDNA) form; local parts stay as written, and
-    one that is not ASCII is refused, since that would need SMTPUTF8. The renderer must read
-    each address back unchanged: it decodes what looks like an RFC 2047 encoded word even in a
-    local part, and would then write something else than what the caller sent.
-    """
-    out = []
-    for i, address in enumerate(addresses):
-        where = f"{field}[{i}]"
-        try:
-            valid = validate_email(address, check_deliverability=False, allow_smtputf8=False)
-        except EmailNotValidError as exc:
-            raise RequestRejected(
-                RejectReason.MALFORMED, f"{where} is not a valid email address: {exc}"
-            ) from None
-        local, _, domain = address.rpartition("@")
-        sendable = address if domain.isascii() else f"{local}@{valid.ascii_domain}"
-        try:
-            readable = Address(addr_spec=sendable).addr_spec == sendable
-        except (ValueError, MessageError, IndexError):
-            readable = False
-        if not readable:
-            raise RequestRejected(
-                RejectReason.MALFORMED, f"{where} cannot be written in a message header as given"
-            )
-        out.append(sendable)
-    return tuple(out)

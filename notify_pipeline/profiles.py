@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
+from notify_pipeline.bigquery_resource import EmulatorAwareBigQueryResource
 from notify_pipeline.errors import ConfigError
 from notify_pipeline.resources import (
     BigQueryWarehouseResource,
@@ -26,7 +28,6 @@ from notify_pipeline.resources import (
     SqliteLedgerResource,
 )
 from notify_pipeline.settings import InboxKind, Profile, Settings, TransportKind
-from notify_pipeline.warehouse.bigquery_resource import EmulatorAwareBigQueryResource
 
 
 def resources_for(settings: Settings) -> dict[str, Any]:
@@ -37,7 +38,6 @@ def resources_for(settings: Settings) -> dict[str, Any]:
 
 
 def _common(s: Settings) -> dict[str, Any]:
-    home = s.home.resolve()
     return {
         "deployment": DeploymentResource(
             domain=s.domain,
@@ -52,25 +52,24 @@ def _common(s: Settings) -> dict[str, Any]:
             worker_poll_seconds=s.worker_poll_seconds,
             worker_max_seconds=s.worker_max_seconds,
         ),
-        "registry": RegistryResource(path=str(s.registry.resolve())),
-        "signing": SigningResource(keys_dir=str(home / "keys"), selector=s.dkim_selector),
+        "registry": RegistryResource(path=_path(s.registry)),
+        "signing": SigningResource(keys_dir=_path(s.keys_dir), selector=s.dkim_selector),
     }
 
 
 def _local(s: Settings) -> dict[str, Any]:
-    home = s.home.resolve()
     return {
         **_common(s),
         "identity": LocalIdentityResource(
-            keys_dir=str(home / "keys"),
+            keys_dir=_path(s.keys_dir),
             issuer=s.local_issuer,
             audience=s.deployment_audience,
             clock_skew_seconds=s.token_clock_skew_seconds,
         ),
         "transport": _smtp(s),
-        "ledger": SqliteLedgerResource(path=str(home / "ledger.sqlite3")),
-        "warehouse": DuckDBWarehouseResource(path=str(home / "warehouse.duckdb")),
-        "inbox": LocalInboxResource(home=str(home)),
+        "ledger": SqliteLedgerResource(path=_path(s.ledger_path)),
+        "warehouse": DuckDBWarehouseResource(path=_path(s.warehouse_path)),
+        "inbox": LocalInboxResource(home=_path(s.home)),
     }
 
 
@@ -126,6 +125,7 @@ def _gcp(s: Settings) -> dict[str, Any]:
             queue_url=s.ses_events_queue_url,
             topic_arns=list(_required_list(s.sns_topic_arns, "NOTIFY_SNS_TOPIC_ARNS")),
             regions=list(s.sns_regions or (s.ses_region,)),
+            endpoint_url=s.aws_endpoint_url,
             cert_base_url=s.sns_cert_base_url,
         )
     return resources
@@ -149,6 +149,11 @@ def _gcp_inbox(s: Settings, project: str) -> InboxResource:
         storage_emulator_host=s.storage_emulator_host,
         max_request_bytes=s.max_request_bytes,
     )
+
+
+def _path(path: Path) -> str:
+    """Absolute, so runs started from another working directory find the same files."""
+    return str(path.resolve())
 
 
 def _required(value: str, setting: str) -> str:

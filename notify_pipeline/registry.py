@@ -1,4 +1,4 @@
-"""The service registry: one YAML file per service in `registry/` (DESIGN.md, "The registry").
+"""The service registry: one YAML file per service in `registry/` (docs/registry.md).
 
 A registry with any invalid file refuses to load as a whole, and every problem across every file is
 reported at once (file, field, reason) so that an author can fix them all in one pass.

@@ -1,18 +1,20 @@
-"""The send request wire format, version 1 (DESIGN.md contract), and its strict parser."""
+"""The send request wire format, version 1 (`docs/send-request.md`), its strict parser, and the
+best-effort readings of a request that did not parse (attribution, redaction)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from notify_pipeline.defaults import MAX_REQUEST_BYTES
 from notify_pipeline.errors import RejectReason, RequestRejected
 
-MAX_REQUEST_BYTES = 10 * 1024 * 1024
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 
 TagKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
@@ -122,16 +124,9 @@ class Attribution:
 
 
 def peek(body: bytes) -> Attribution:
-    """Best-effort (service, id, recipients) of an unparseable request.
-
-    Reads the bytes once, with pydantic-core's parser: it answers any input (deep nesting,
-    huge numbers, bad escapes) with a `ValueError`, never a crash of the batch.
-    """
-    try:
-        data: Any = pydantic_core.from_json(body)
-    except ValueError:
-        return Attribution()
-    if not isinstance(data, dict):
+    """Best-effort (service, id, recipients) of an unparseable request, read in one pass."""
+    data = _json_object(body)
+    if data is None:
         return Attribution()
     service, request_id = data.get("service"), data.get("id")
     found: list[str] = []
@@ -144,3 +139,27 @@ def peek(body: bytes) -> Attribution:
         request_id if isinstance(request_id, str) and len(request_id) <= 128 else None,
         tuple(found),
     )
+
+
+def redact_token(body: bytes) -> bytes:
+    """The request with `identity_token` replaced, or a placeholder if it is not a JSON object:
+    what may be kept of a request once it has been processed (tokens are secrets)."""
+    data = _json_object(body)
+    if data is None:
+        return b'"<request withheld: not a JSON object, it may contain a token>"'
+    if "identity_token" in data:
+        data["identity_token"] = "<redacted>"  # noqa: S105 - a placeholder, not a secret
+    return json.dumps(data, indent=2).encode()
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    """`body` as a JSON object, or None when it is not UTF-8 JSON or not an object.
+
+    pydantic-core's parser answers any input (deep nesting, huge numbers, bad escapes) with a
+    `ValueError`, where the standard library's raises `RecursionError` or worse.
+    """
+    try:
+        data: Any = pydantic_core.from_json(body)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None

@@ -2,22 +2,31 @@
 
 Which implementation a resource builds is chosen per profile in `profiles.py`; nothing here reads
 the environment, and no connection is opened before a run or sensor asks for one.
+
+Dagster builds a new resource object for every run and every sensor tick, so a private attribute
+lasts one tick at most. What is worth keeping longer (clients, certificate caches) is kept per
+process by `shared`, keyed by the configuration that built it.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import dagster as dg
 from pydantic import PrivateAttr
 
+from notify_pipeline import defaults as d
+from notify_pipeline.bigquery_resource import EmulatorAwareBigQueryResource
 from notify_pipeline.delivery.base import Transport
 from notify_pipeline.delivery.pool import TransportPool
 from notify_pipeline.delivery.ses import SesTransport
 from notify_pipeline.delivery.smtp import SmtpTransport
-from notify_pipeline.identity import FileCertSource, HttpCertSource, LocalIssuer, TokenVerifier
+from notify_pipeline.identity import FileCertSource, HttpCertSource, TokenVerifier
 from notify_pipeline.inbox.base import Inbox
 from notify_pipeline.inbox.gcs import GcsInbox
 from notify_pipeline.inbox.gcs_store import GcsBatchStore, storage_client
@@ -26,32 +35,49 @@ from notify_pipeline.inbox.pubsub import PubSubInbox, subscriber_client
 from notify_pipeline.ledger.base import Ledger
 from notify_pipeline.ledger.postgres import PostgresLedger
 from notify_pipeline.ledger.sqlite import SqliteLedger
+from notify_pipeline.local_issuer import LocalIssuer
 from notify_pipeline.policy import Domains
 from notify_pipeline.provider_events.sns import CertificateFetcher, SnsVerifier
-from notify_pipeline.provider_events.sqs import SqsEventSource
+from notify_pipeline.provider_events.sqs import SqsClient, SqsEventSource, sqs_client
 from notify_pipeline.registry import Registry, load_registry
 from notify_pipeline.signing import DkimKeyStore, DkimSigner
 from notify_pipeline.warehouse.base import Warehouse
 from notify_pipeline.warehouse.bigquery import BigQueryWarehouse
-from notify_pipeline.warehouse.bigquery_resource import EmulatorAwareBigQueryResource
 from notify_pipeline.warehouse.duckdb import DuckDBWarehouse
+
+T = TypeVar("T")
+
+_SHARED: OrderedDict[tuple[Hashable, ...], Any] = OrderedDict()
+_SHARED_LOCK = threading.Lock()
+_SHARED_MAX = 32
+
+
+def shared(key: tuple[Hashable, ...], build: Callable[[], T]) -> T:
+    """`build()` once per process for `key` (which names everything the result depends on)."""
+    with _SHARED_LOCK:
+        if key not in _SHARED:
+            _SHARED[key] = build()
+            if len(_SHARED) > _SHARED_MAX:
+                _SHARED.popitem(last=False)
+        value: T = _SHARED[key]
+        return value
 
 
 class DeploymentResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     """Deployment-wide policy settings: domains, batching bounds, leases, suppression, and how
     long the delivery worker run polls and lives."""
 
-    domain: str
-    testing_domain: str
-    batch_max_size: int = 2000
-    batch_max_age_seconds: float = 1.0
-    claim_lease_seconds: float = 300.0
-    provider_retry_seconds: float = 30.0
-    max_message_attempts: int = 5
-    suppression_days: int = 90
-    max_request_bytes: int = 10 * 1024 * 1024
-    worker_poll_seconds: float = 0.25
-    worker_max_seconds: float = 3600.0
+    domain: str = d.DOMAIN
+    testing_domain: str = d.TESTING_DOMAIN
+    batch_max_size: int = d.BATCH_MAX_SIZE
+    batch_max_age_seconds: float = d.BATCH_MAX_AGE_SECONDS
+    claim_lease_seconds: float = d.CLAIM_LEASE_SECONDS
+    provider_retry_seconds: float = d.PROVIDER_RETRY_SECONDS
+    max_message_attempts: int = d.MAX_MESSAGE_ATTEMPTS
+    suppression_days: int = d.SUPPRESSION_DAYS
+    max_request_bytes: int = d.MAX_REQUEST_BYTES
+    worker_poll_seconds: float = d.WORKER_POLL_SECONDS
+    worker_max_seconds: float = d.WORKER_MAX_SECONDS
 
     @property
     def domains(self) -> Domains:
@@ -87,7 +113,7 @@ class LocalIdentityResource(IdentityResource):
     keys_dir: str
     issuer: str
     audience: str
-    clock_skew_seconds: int = 30
+    clock_skew_seconds: int = d.TOKEN_CLOCK_SKEW_SECONDS
 
     def verifier(self) -> TokenVerifier:
         issuer = LocalIssuer(Path(self.keys_dir), self.issuer)
@@ -109,7 +135,7 @@ class GoogleIdentityResource(IdentityResource):
     certs_url: str
     issuers: list[str]
     audience: str
-    clock_skew_seconds: int = 30
+    clock_skew_seconds: int = d.TOKEN_CLOCK_SKEW_SECONDS
     _certs: Any = PrivateAttr(default=None)
 
     def verifier(self) -> TokenVerifier:
@@ -151,13 +177,13 @@ class SmtpResource(TransportResource):
     name, never its value.
     """
 
-    host: str
-    port: int
-    timeout_seconds: float = 30.0
+    host: str = d.SMTP_HOST
+    port: int = d.SMTP_PORT
+    timeout_seconds: float = d.SMTP_TIMEOUT_SECONDS
     starttls: bool = False
     username: str = ""
     password: str = ""
-    connections: int = 4
+    connections: int = d.SMTP_CONNECTIONS
 
     def transport(self) -> Transport:
         """`connections` conversations at once (a pool), or one when it is 1."""
@@ -223,17 +249,15 @@ class _GcsStagedInboxResource(InboxResource):
 
     project: str
     storage_emulator_host: str = ""
-    max_request_bytes: int = 10 * 1024 * 1024
-    _client: Any = PrivateAttr(default=None)
+    max_request_bytes: int = d.MAX_REQUEST_BYTES
 
     def _store(self, bucket: str, root: str) -> GcsBatchStore:
-        """The batch store, reusing one storage client across sensor ticks."""
-        if self._client is None:
-            self._client = storage_client(
-                project=self.project, emulator_host=self.storage_emulator_host or None
-            )
+        """The batch store, on this process's one storage client for the project."""
+        emulator = self.storage_emulator_host or None
+        client = shared(("storage", self.project, emulator),
+                        lambda: storage_client(project=self.project, emulator_host=emulator))
         return GcsBatchStore(
-            self._client.bucket(bucket), root=root, max_item_bytes=self.max_request_bytes
+            client.bucket(bucket), root=root, max_item_bytes=self.max_request_bytes
         )
 
 
@@ -241,7 +265,7 @@ class GcsInboxResource(_GcsStagedInboxResource):
     """Requests as objects under a GCS prefix; batches staged in the same bucket."""
 
     bucket: str
-    inbox_prefix: str = "inbox/"
+    inbox_prefix: str = d.GCS_INBOX_PREFIX
     store_root: str = ""
 
     def open(self) -> Inbox:
@@ -253,15 +277,14 @@ class PubSubInboxResource(_GcsStagedInboxResource):
 
     subscription: str
     staging_bucket: str
-    store_root: str = "pubsub/"
+    store_root: str = d.PUBSUB_STORE_ROOT
     pubsub_emulator_host: str = ""
-    _subscriber: Any = PrivateAttr(default=None)
 
     def open(self) -> Inbox:
-        if self._subscriber is None:
-            self._subscriber = subscriber_client(emulator_host=self.pubsub_emulator_host or None)
+        emulator = self.pubsub_emulator_host or None
+        subscriber = shared(("pubsub", emulator), lambda: subscriber_client(emulator_host=emulator))
         store = self._store(self.staging_bucket, self.store_root)
-        return PubSubInbox(self._subscriber, self.subscription, store)
+        return PubSubInbox(subscriber, self.subscription, store)
 
 
 class PostgresLedgerResource(LedgerResource):
@@ -271,8 +294,8 @@ class PostgresLedgerResource(LedgerResource):
     """
 
     dsn: str
-    ledger_schema: str = "notify_ledger"
-    connect_timeout_seconds: int = 10
+    ledger_schema: str = d.LEDGER_SCHEMA
+    connect_timeout_seconds: int = d.LEDGER_CONNECT_TIMEOUT_SECONDS
 
     def open(self) -> Ledger:
         return PostgresLedger(
@@ -286,7 +309,7 @@ class BigQueryWarehouseResource(WarehouseResource):
     """The events table in BigQuery, through dagster-gcp's BigQuery resource."""
 
     bigquery: EmulatorAwareBigQueryResource
-    dataset: str = "notify_events"
+    dataset: str = d.BIGQUERY_DATASET
 
     def open(self) -> Warehouse:
         return BigQueryWarehouse(
@@ -297,10 +320,10 @@ class BigQueryWarehouseResource(WarehouseResource):
 class SesResource(TransportResource):
     """Amazon SES v2; `AWS_ENDPOINT_URL` (when set) points boto3 at a stand-in."""
 
-    region: str
+    region: str = d.SES_REGION
     configuration_set: str = ""
-    max_send_rate: float = 14.0
-    concurrency: int = 8
+    max_send_rate: float = d.SES_MAX_SEND_RATE
+    concurrency: int = d.SES_CONCURRENCY
 
     def transport(self) -> Transport:
         return SesTransport.from_config(
@@ -314,28 +337,45 @@ class SesResource(TransportResource):
 class ProviderEventsResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     """SES event notifications: SNS envelopes on an SQS queue, verified before use.
 
-    `cert_base_url` is for tests only: it fetches the (still checked) certificate URL's path
-    from a local server instead of from AWS.
+    The SQS client and the SNS verifier (with its certificate cache) are built once per process,
+    not once per sensor tick. `endpoint_url` points boto3 at a stand-in (`AWS_ENDPOINT_URL`);
+    `cert_base_url` is for tests only: it fetches the (still checked) certificate URL's path from
+    a local server instead of from AWS.
     """
 
-    region: str
+    region: str = d.SES_REGION
     queue_url: str
     topic_arns: list[str]
     regions: list[str]
+    endpoint_url: str = ""
     cert_base_url: str = ""
-    wait_seconds: int = 2
+    wait_seconds: int = d.SQS_WAIT_SECONDS
 
     def source(self, ledger: Ledger, suppress_for: timedelta) -> SqsEventSource:
-        verifier = SnsVerifier(
-            allowed_topic_arns=self.topic_arns,
-            allowed_regions=self.regions,
-            fetcher=CertificateFetcher(base_url=self.cert_base_url or None),
-        )
-        return SqsEventSource.from_config(
-            region=self.region,
+        return SqsEventSource(
+            client=self._client(),
             queue_url=self.queue_url,
-            verifier=verifier,
+            verifier=self._verifier(),
             ledger=ledger,
             suppress_for=suppress_for,
             wait_seconds=self.wait_seconds,
+        )
+
+    def _client(self) -> SqsClient:
+        endpoint = self.endpoint_url or None
+        return shared(
+            ("sqs", self.region, endpoint, self.wait_seconds),
+            lambda: sqs_client(region=self.region, endpoint_url=endpoint,
+                               wait_seconds=self.wait_seconds),
+        )
+
+    def _verifier(self) -> SnsVerifier:
+        topics, regions = tuple(sorted(self.topic_arns)), tuple(sorted(self.regions))
+        return shared(
+            ("sns", topics, regions, self.cert_base_url),
+            lambda: SnsVerifier(
+                allowed_topic_arns=topics,
+                allowed_regions=regions,
+                fetcher=CertificateFetcher(base_url=self.cert_base_url or None),
+            ),
         )

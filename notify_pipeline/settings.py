@@ -8,6 +8,9 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from notify_pipeline import defaults as d
+from notify_pipeline import deployment
+
 
 class Profile(StrEnum):
     LOCAL = "local"
@@ -24,84 +27,80 @@ class TransportKind(StrEnum):
     SMTP = "smtp"
 
 
-GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
-GOOGLE_ISSUERS = ("https://accounts.google.com", "accounts.google.com")
-
-
 class Settings(BaseSettings):
     """Everything a deployment may change. Never read at import time: call `Settings()`."""
 
     model_config = SettingsConfigDict(env_prefix="NOTIFY_", extra="ignore", populate_by_name=True)
 
     profile: Profile = Profile.LOCAL
-    home: Path = Path(".notify")
-    registry: Path = Path("registry")
+    home: Path = Path(d.HOME)
+    registry: Path = Path(d.REGISTRY)
 
-    domain: str = "notify.example.org"
-    testing_domain: str = "email-testing.notify.example.org"
-    dkim_selector: str = "notify1"
+    domain: str = d.DOMAIN
+    testing_domain: str = d.TESTING_DOMAIN
+    dkim_selector: str = d.DKIM_SELECTOR
     audience: str = ""
     token_issuer: str = ""
-    token_clock_skew_seconds: int = Field(default=30, ge=0, le=300)
+    token_clock_skew_seconds: int = Field(default=d.TOKEN_CLOCK_SKEW_SECONDS, ge=0, le=300)
 
-    smtp_host: str = "127.0.0.1"
-    smtp_port: int = 2525
-    smtp_timeout_seconds: float = 30.0
+    smtp_host: str = d.SMTP_HOST
+    smtp_port: int = d.SMTP_PORT
+    smtp_timeout_seconds: float = d.SMTP_TIMEOUT_SECONDS
     smtp_starttls: bool = False
     smtp_username: str = ""
     smtp_password: SecretStr = SecretStr("")
-    smtp_connections: int = Field(default=4, ge=1, le=64)
+    smtp_connections: int = Field(default=d.SMTP_CONNECTIONS, ge=1, le=64)
 
     # gcp profile. Emulator endpoints come from the standard variables the client libraries
     # themselves honour (PUBSUB_EMULATOR_HOST, STORAGE_EMULATOR_HOST, AWS_ENDPOINT_URL).
     gcp_project: str = ""
     inbox: InboxKind = InboxKind.GCS
     gcs_bucket: str = ""
-    gcs_inbox_prefix: str = "inbox/"
+    gcs_inbox_prefix: str = d.GCS_INBOX_PREFIX
     pubsub_subscription: str = ""
-    token_certs_url: str = GOOGLE_CERTS_URL
-    token_issuers: tuple[str, ...] = GOOGLE_ISSUERS
+    token_certs_url: str = d.GOOGLE_CERTS_URL
+    token_issuers: tuple[str, ...] = d.GOOGLE_ISSUERS
     transport: TransportKind = TransportKind.SES
-    ses_region: str = "eu-west-1"
+    ses_region: str = d.SES_REGION
     ses_configuration_set: str = ""
-    ses_max_send_rate: float = Field(default=14.0, gt=0)
-    ses_concurrency: int = Field(default=8, ge=1, le=64)
+    ses_max_send_rate: float = Field(default=d.SES_MAX_SEND_RATE, gt=0)
+    ses_concurrency: int = Field(default=d.SES_CONCURRENCY, ge=1, le=64)
     ses_events_queue_url: str = ""
     sns_topic_arns: tuple[str, ...] = ()
     sns_regions: tuple[str, ...] = ()
     sns_cert_base_url: str = ""  # tests only: where to fetch SNS signing certificates from
     ledger_dsn: SecretStr = SecretStr("")
-    ledger_schema: str = "notify_ledger"
+    ledger_schema: str = d.LEDGER_SCHEMA
     bigquery_project: str = ""
-    bigquery_dataset: str = "notify_events"
-    bigquery_location: str = "EU"
+    bigquery_dataset: str = d.BIGQUERY_DATASET
+    bigquery_location: str = d.BIGQUERY_LOCATION
     bigquery_endpoint: str = ""
     storage_emulator_host: str = Field(default="", validation_alias="STORAGE_EMULATOR_HOST")
     pubsub_emulator_host: str = Field(default="", validation_alias="PUBSUB_EMULATOR_HOST")
     aws_endpoint_url: str = Field(default="", validation_alias="AWS_ENDPOINT_URL")
 
-    batch_max_size: int = Field(default=2000, ge=1)
-    batch_max_age_seconds: float = Field(default=1.0, ge=0)
-    claim_lease_seconds: float = Field(default=300.0, gt=0)
-    provider_retry_seconds: float = Field(default=30.0, ge=0)
-    max_message_attempts: int = Field(default=5, ge=1)
-    suppression_days: int = Field(default=90, ge=1)
-    max_request_bytes: int = 10 * 1024 * 1024
+    batch_max_size: int = Field(default=d.BATCH_MAX_SIZE, ge=1)
+    batch_max_age_seconds: float = Field(default=d.BATCH_MAX_AGE_SECONDS, ge=0)
+    claim_lease_seconds: float = Field(default=d.CLAIM_LEASE_SECONDS, gt=0)
+    provider_retry_seconds: float = Field(default=d.PROVIDER_RETRY_SECONDS, ge=0)
+    max_message_attempts: int = Field(default=d.MAX_MESSAGE_ATTEMPTS, ge=1)
+    suppression_days: int = Field(default=d.SUPPRESSION_DAYS, ge=1)
+    max_request_bytes: int = d.MAX_REQUEST_BYTES
 
     # One long-lived delivery_worker run instead of a run per batch (see sensors/worker.py).
     delivery_worker: bool = True
-    worker_poll_seconds: float = Field(default=0.25, gt=0)
-    worker_max_seconds: float = Field(default=3600.0, gt=0)
+    worker_poll_seconds: float = Field(default=d.WORKER_POLL_SECONDS, gt=0)
+    worker_max_seconds: float = Field(default=d.WORKER_MAX_SECONDS, gt=0)
 
     @property
     def deployment_audience(self) -> str:
         """The `aud` every identity token must carry."""
-        return self.audience or f"https://{self.domain}"
+        return deployment.deployment_audience(self.domain, self.audience)
 
     @property
     def local_issuer(self) -> str:
         """The `iss` of tokens minted by the local profile's issuer."""
-        return self.token_issuer or f"https://{self.domain}/local-issuer"
+        return deployment.local_issuer(self.domain, self.token_issuer)
 
     @property
     def inbox_dir(self) -> Path:

@@ -1,4 +1,4 @@
-"""DKIM keys, fast DKIM signing, and verification against the project's own DNS records.
+"""DKIM keys and fast DKIM signing (verification against our own records is in `dns`).
 
 Speed: dkimpy does RSA in pure Python (6-12 ms per RSA-2048 signature on our 2-vCPU machines,
 89% of it in `pow`); OpenSSL through `cryptography` is 4 to 25 times faster. `DkimSigner` keeps
@@ -9,26 +9,20 @@ order, folding) and hands only the RSA step to OpenSSL. `_install_openssl_dispat
 from __future__ import annotations
 
 import base64
-import contextlib
 import functools
-import os
 import re
-import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import dkim
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
-from notify_pipeline.dns import txt_resolver
+from notify_pipeline import files
 from notify_pipeline.errors import ConfigError, NotifyError
-
-if TYPE_CHECKING:
-    from notify_pipeline.dns import DnsRecord
 
 # Signed when present, in this order (the h= tag). Absent ones are left out rather than
 # "oversigned", so a relay that adds e.g. Cc to a message without one does not break it.
@@ -121,18 +115,7 @@ def _create_key_file(path: Path) -> None:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    # mkstemp creates the file with mode 0600 before any byte is written.
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".pem")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(pem)
-            out.flush()
-            os.fsync(out.fileno())
-        with contextlib.suppress(FileExistsError):  # another process won the race: use its key
-            os.link(tmp, path)
-    finally:
-        tmp.unlink()
+    files.create_once(path, pem, mode=files.PRIVATE)  # lost a race: the winner's key is used
 
 
 def _load_private_key(key: DkimKey, where: str | None = None) -> rsa.RSAPrivateKey:
@@ -251,10 +234,3 @@ def _install_openssl_dispatch() -> None:
     dkim.parse_pem_private_key = _parse_pem_dispatch
     dkim.RSASSA_PKCS1_v1_5_sign = _rsa_sign_dispatch
 
-
-def verify(signed: bytes, records: Mapping[str, str] | Iterable[DnsRecord]) -> bool:
-    """Whether the first DKIM signature on `signed` verifies against `records` (no network).
-
-    `records` is `dns_records(...)` output or a mapping of TXT name to value.
-    """
-    return bool(dkim.verify(signed, dnsfunc=txt_resolver(records)))

@@ -20,20 +20,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import socket
 import threading
 import time
 import uuid
+from abc import ABC, abstractmethod
 from email._header_value_parser import get_addr_spec, get_angle_addr
 from email.errors import HeaderParseError
 from pathlib import Path
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, Self, cast
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from notify_pipeline import files
 
 logger = logging.getLogger(__name__)
 
@@ -112,13 +114,9 @@ class MaildirHandler:
     def _store(self, data: bytes) -> str:
         """Write to tmp/, fsync, rename into new/, fsync new/: the Maildir way to be crash-safe."""
         key = _maildir_key()
-        tmp, new = self.maildir / "tmp" / key, self.maildir / "new" / key
-        with tmp.open("xb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        tmp.rename(new)
-        _fsync_directory(new.parent)
+        new = self.maildir / "new" / key
+        files.write_temp(self.maildir / "tmp", data, prefix=key).rename(new)
+        files.fsync_directory(new.parent)
         return key
 
     @staticmethod
@@ -130,29 +128,32 @@ class MaildirHandler:
         return None
 
 
-class MaildirSink:
-    """The local SMTP sink: start()/stop() or a `with` block; port=0 picks a free port.
+class BackgroundServer(ABC):
+    """An aiosmtpd server in a background thread: start()/stop() or a `with` block.
 
-    `port` is the bound port once started; a restarted sink binds that same port again.
+    Port 0 picks a free port; `port` is the bound port once started, and a restarted server
+    binds that same port again.
     """
 
-    def __init__(
-        self, maildir: Path, *, host: str = "127.0.0.1", port: int = 2525, simulate: bool = False
-    ) -> None:
-        self.maildir = maildir
+    name = "the SMTP server"
+
+    def __init__(self, host: str, port: int) -> None:
         self.host = host
         self._port = port
-        self._handler = MaildirHandler(maildir, simulate=simulate)
         self._controller: SinkController | None = None
 
     @property
     def port(self) -> int:
         return self._port
 
+    @abstractmethod
+    def _new_controller(self, port: int) -> SinkController:
+        """A controller for this server, not yet started."""
+
     def start(self) -> None:
         if self._controller is not None:
-            raise RuntimeError("the SMTP sink is already running")
-        controller = SinkController(self._handler, hostname=self.host, port=self._port)
+            raise RuntimeError(f"{self.name} is already running")
+        controller = self._new_controller(self._port)
         controller.start()
         self._controller, self._port = controller, controller.port
 
@@ -162,7 +163,7 @@ class MaildirSink:
         if controller is not None:
             controller.stop()
 
-    def __enter__(self) -> MaildirSink:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
@@ -173,6 +174,22 @@ class MaildirSink:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class MaildirSink(BackgroundServer):
+    """The local SMTP sink, storing what it accepts as Maildir."""
+
+    name = "the SMTP sink"
+
+    def __init__(
+        self, maildir: Path, *, host: str = "127.0.0.1", port: int = 2525, simulate: bool = False
+    ) -> None:
+        super().__init__(host, port)
+        self.maildir = maildir
+        self._handler = MaildirHandler(maildir, simulate=simulate)
+
+    def _new_controller(self, port: int) -> SinkController:
+        return SinkController(self._handler, hostname=self.host, port=port)
 
 
 def run_sink(
@@ -212,10 +229,3 @@ def _maildir_key() -> str:
     host = "".join(c if c.isalnum() or c in ".-" else "_" for c in socket.gethostname())
     return f"{int(time.time())}.{uuid.uuid4().hex}.{host}"
 
-
-def _fsync_directory(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

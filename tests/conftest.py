@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from notify_pipeline.identity import LocalIssuer
 from notify_pipeline.inbox.local import LocalInbox
+from notify_pipeline.local_issuer import LocalIssuer
 from notify_pipeline.settings import Settings
 from notify_pipeline.sink import MaildirSink
 from tests.helpers import PROD_ACCOUNT, REGISTRY, request_dict

@@ -17,9 +17,10 @@ from notify_pipeline.delivery.base import (
     Transport,
 )
 from notify_pipeline.delivery.ses import encode_tag_value
-from notify_pipeline.identity import FileCertSource, LocalIssuer, TokenVerifier
+from notify_pipeline.identity import FileCertSource, TokenVerifier
 from notify_pipeline.inbox.base import Inbox
 from notify_pipeline.ledger.sqlite import SqliteLedger
+from notify_pipeline.local_issuer import LocalIssuer
 from notify_pipeline.policy import Domains
 from notify_pipeline.registry import load_registry
 from notify_pipeline.run import BatchSummary, Pipeline

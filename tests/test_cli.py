@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 
 from notify_pipeline.cli import main
+from notify_pipeline.dns import verify
 from notify_pipeline.events import utcnow
 from notify_pipeline.identity import FileCertSource, TokenVerifier
 from notify_pipeline.request import parse_request
-from notify_pipeline.signing import DkimKeyStore, DkimSigner, verify
+from notify_pipeline.signing import DkimKeyStore, DkimSigner
 from tests.conftest import free_port
 from tests.helpers import PROD_ACCOUNT, REPO
 

@@ -22,10 +22,10 @@ from typing import Any
 
 import pytest
 
+from notify_pipeline.bigquery_resource import EmulatorAwareBigQueryResource
 from notify_pipeline.cli import process_once
-from notify_pipeline.identity import LocalIssuer
+from notify_pipeline.local_issuer import LocalIssuer
 from notify_pipeline.settings import Settings
-from notify_pipeline.warehouse.bigquery_resource import EmulatorAwareBigQueryResource
 from tests.helpers import PROD_ACCOUNT, REGISTRY, request_dict, ses_event
 
 pytestmark = pytest.mark.slow

@@ -25,17 +25,17 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from google.auth import crypt, jwt
 
-from notify_pipeline import identity
+from notify_pipeline import local_issuer
 from notify_pipeline.errors import RejectReason, RequestRejected
 from notify_pipeline.identity import (
     CertsUnavailable,
     FileCertSource,
     HttpCertSource,
-    LocalIssuer,
     TokenVerifier,
     VerifiedIdentity,
     parse_certs,
 )
+from notify_pipeline.local_issuer import LocalIssuer
 
 ISSUER = "https://notify.example.org/local-issuer"
 AUDIENCE = "https://notify.example.org"
@@ -208,12 +208,12 @@ def test_racing_creators_agree_on_one_key(
         return key
 
     monkeypatch.setattr(rsa, "generate_private_key", generate_then_wait)
-    caplog.set_level(logging.DEBUG, logger=identity.__name__)
+    caplog.set_level(logging.DEBUG, logger=local_issuer.__name__)
     key_path = tmp_path / "identity" / "signing-key.pem"
     moduli: list[int] = []
 
     def create() -> None:
-        key = identity._load_or_create_key(key_path)
+        key = local_issuer._load_or_create_key(key_path)
         moduli.append(key.public_key().public_numbers().n)
 
     threads = [threading.Thread(target=create) for _ in range(creators)]
@@ -231,7 +231,7 @@ def test_racing_processes_agree_on_one_key(tmp_path: Path) -> None:
     start_at = time.time() + 1.5  # after every interpreter has imported, so creation overlaps
     script = (
         "import sys, time\nfrom pathlib import Path\n"
-        "from notify_pipeline.identity import LocalIssuer\n"
+        "from notify_pipeline.local_issuer import LocalIssuer\n"
         "time.sleep(max(0, float(sys.argv[2]) - time.time()))\n"
         "print(LocalIssuer(Path(sys.argv[1]), 'iss').kid)\n"
     )

@@ -228,6 +228,11 @@ def test_first_final_status_wins_and_later_events_are_still_queued(ledger):
     assert ledger.final_status("svc", "m1", "other@example.org") is None
 
 
+def test_first_final_status_wins_within_one_call_whatever_its_kind(ledger):
+    ledger.add_events([_final(EventType.DELIVERY, "d1"), _final(EventType.BOUNCE, "b1")])
+    assert ledger.final_status("svc", "m1", "a@example.org") == "delivery"
+
+
 def test_add_events_writes_suppressions_in_the_same_transaction(ledger):
     expiry = utcnow() + timedelta(days=1)
     ledger.add_events([_final(EventType.COMPLAINT, "c1")],

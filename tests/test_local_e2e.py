@@ -17,10 +17,10 @@ from datetime import timedelta
 import pytest
 
 from notify_pipeline.cli import process_once
-from notify_pipeline.dns import dns_records
+from notify_pipeline.dns import dns_records, verify
 from notify_pipeline.events import utcnow
 from notify_pipeline.registry import load_registry
-from notify_pipeline.signing import DkimKeyStore, verify
+from notify_pipeline.signing import DkimKeyStore
 from notify_pipeline.sink import MaildirSink
 from tests.helpers import REGISTRY, hostile_cases, request_dict
 
@@ -105,7 +105,7 @@ def test_a_request_enqueued_again_under_the_same_file_name_counts_as_a_duplicate
 
 
 def _reject_cases(local):
-    """(request body, expected reason) pairs, one per reject reason DESIGN.md lists."""
+    """(request body, expected reason) pairs, one per reject reason docs/send-request.md lists."""
     now = utcnow()
     expired = local.token(now=now - timedelta(hours=3), ttl_seconds=3600)
     return [

@@ -28,15 +28,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from notify_pipeline.dns import DnsRecord, dns_records
-from notify_pipeline.identity import FileCertSource, LocalIssuer, TokenVerifier
+from notify_pipeline.dns import DnsRecord, dns_records, verify
+from notify_pipeline.identity import FileCertSource, TokenVerifier
 from notify_pipeline.inbox.base import InboxItem
+from notify_pipeline.local_issuer import LocalIssuer
 from notify_pipeline.message import Envelope
 from notify_pipeline.mime import make_message_id_header, render
 from notify_pipeline.policy import Domains
 from notify_pipeline.registry import load_registry
 from notify_pipeline.run.decide import Accepted, Rejected, Rules, decide
-from notify_pipeline.signing import DkimKeyStore, DkimSigner, verify
+from notify_pipeline.signing import DkimKeyStore, DkimSigner
 from tests.helpers import MAX_BYTES, PROD_ACCOUNT, REGISTRY, request_dict
 
 EXAMPLES = int(os.environ.get("NOTIFY_PROPERTY_EXAMPLES", "200"))

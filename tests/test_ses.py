@@ -30,13 +30,14 @@ from notify_pipeline.delivery.ses import (
     decode_tag_value,
     encode_tag_value,
 )
+from notify_pipeline.dns import verify
 from notify_pipeline.errors import (
     AmbiguousHandoffError,
     PermanentDeliveryError,
     RetryableDeliveryError,
 )
 from notify_pipeline.message import Envelope
-from notify_pipeline.signing import DkimKeyStore, DkimSigner, verify
+from notify_pipeline.signing import DkimKeyStore, DkimSigner
 from tests.conftest import free_port
 from tests.emulators.moto import REGION, MotoServer
 

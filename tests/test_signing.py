@@ -19,7 +19,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from notify_pipeline.dns import DnsRecord, dns_records
+from notify_pipeline.dns import DnsRecord, dns_records, verify
 from notify_pipeline.errors import ConfigError
 from notify_pipeline.message import Attachment, Envelope
 from notify_pipeline.mime import make_message_id_header, render
@@ -30,7 +30,6 @@ from notify_pipeline.signing import (
     DkimKeyStore,
     DkimSigner,
     SigningError,
-    verify,
 )
 
 DOMAIN = "notify.example.org"

@@ -23,14 +23,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from notify_pipeline.delivery.base import OutgoingMessage, RecipientStatus
-from notify_pipeline.delivery.smtp import SmtpTransport, queue_id, wire_body
+from notify_pipeline.delivery.smtp import SmtpTransport
+from notify_pipeline.delivery.smtp_wire import queue_id, wire_body
 from notify_pipeline.errors import (
     AmbiguousHandoffError,
     ConfigError,
     PermanentDeliveryError,
     RetryableDeliveryError,
 )
-from notify_pipeline.settings import Settings
 from notify_pipeline.sink import MaildirHandler, MaildirSink, SinkController
 
 PASSWORD = "s3cret-Pa55word"
@@ -700,16 +700,15 @@ def test_username_without_password_is_a_config_error() -> None:
         SmtpTransport(host="h", port=25, username="u")
 
 
-def test_from_settings() -> None:
-    settings = Settings(
-        smtp_host="smtp.mailtrap.io",
-        smtp_port=2525,
-        smtp_timeout_seconds=7.5,
-        smtp_starttls=True,
-        smtp_username="user",
-        smtp_password=PASSWORD,
+def test_explicit_arguments() -> None:
+    smtp = SmtpTransport(
+        host="smtp.mailtrap.io",
+        port=2525,
+        timeout=7.5,
+        starttls=True,
+        username="user",
+        password=PASSWORD,
     )
-    smtp = SmtpTransport.from_settings(settings)
 
     assert (smtp.host, smtp.port, smtp.timeout, smtp.starttls, smtp.username) == (
         "smtp.mailtrap.io",
@@ -718,5 +717,5 @@ def test_from_settings() -> None:
         True,
         "user",
     )
-    assert SmtpTransport.from_settings(Settings(smtp_port=1)).username is None
+    assert SmtpTransport(host="smtp.mailtrap.io", port=1).username is None
     assert smtp.reports_delivery is True

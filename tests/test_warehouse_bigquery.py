@@ -16,14 +16,14 @@ from google.api_core.retry import Retry
 from google.auth.exceptions import DefaultCredentialsError
 from google.cloud import bigquery
 
+from notify_pipeline.bigquery_resource import EmulatorAwareBigQueryResource
 from notify_pipeline.events import BounceType, Event, EventType, utcnow
 from notify_pipeline.warehouse.bigquery import BigQueryWarehouse
-from notify_pipeline.warehouse.bigquery_resource import EmulatorAwareBigQueryResource
 
 SHORT = {"timeout_seconds": 10.0, "retry_seconds": 10.0}
 QUICK = Retry(timeout=10)
 
-# DESIGN.md contract: event table columns and types.
+# The event table contract (docs/events.md): columns and types.
 CONTRACT = [
     ("event_id", "STRING"), ("service", "STRING"), ("message_id", "STRING"),
     ("provider_message_id", "STRING"), ("event_type", "STRING"), ("recipient", "STRING"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -38,6 +39,12 @@ class HandoffResult:
 
     provider_message_id: str | None
     outcomes: tuple[RecipientOutcome, ...]
+
+    @classmethod
+    def all_accepted(cls, provider_message_id: str, recipients: Iterable[str]) -> HandoffResult:
+        """A provider that takes a message takes it for every recipient at once (SES)."""
+        return cls(provider_message_id,
+                   tuple(RecipientOutcome(r, RecipientStatus.ACCEPTED) for r in recipients))
 
 
 class Transport(ABC):

@@ -23,18 +23,11 @@ from collections.abc import Callable, Mapping
 from enum import Enum
 from typing import Any, Protocol
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from notify_pipeline.delivery.base import (
-    HandoffResult,
-    OutgoingMessage,
-    RecipientOutcome,
-    RecipientStatus,
-    Transport,
-)
+from notify_pipeline import aws
+from notify_pipeline.delivery.base import HandoffResult, OutgoingMessage, Transport
 from notify_pipeline.errors import (
     AmbiguousHandoffError,
     PermanentDeliveryError,
@@ -47,8 +40,8 @@ SERVICE_TAG = "service"
 MESSAGE_ID_TAG = "message_id"
 
 # SES tag values allow only [A-Za-z0-9_-] (at most 256 characters); request ids may also hold "."
-# and ":" (DESIGN.md: `[A-Za-z0-9._:-]{1,128}`). "_" escapes, so the encoding is reversible and a
-# 128-character id needs at most 256: "_" -> "__", "." -> "_d", ":" -> "_c".
+# and ":" (the wire format: `[A-Za-z0-9._:-]{1,128}`). "_" escapes, so the encoding is reversible
+# and a 128-character id needs at most 256: "_" -> "__", "." -> "_d", ":" -> "_c".
 _TAG_ESCAPES = {"_": "__", ".": "_d", ":": "_c"}
 _TAG_UNESCAPES = {code[1]: char for char, code in _TAG_ESCAPES.items()}
 _TAG_ENCODABLE = re.compile(r"[A-Za-z0-9._:-]*")
@@ -189,21 +182,13 @@ class SesTransport(Transport):
         read_timeout: float = 30.0,
         **kwargs: Any,
     ) -> SesTransport:
-        """Build the boto3 client in a session of its own: credentials come from boto3's own
-        chain (resolved now, not cached from an earlier client), never from us.
-
-        `endpoint_url` None lets boto3 honour `AWS_ENDPOINT_URL` (the emulator in tests).
-        """
-        config = Config(
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
-            retries={"total_max_attempts": 1, "mode": "standard"},
-            max_pool_connections=max(10, int(kwargs.get("concurrency", 1))),  # one per send
+        """Build the boto3 client (see `notify_pipeline.aws`), with a connection per send."""
+        ses = aws.client(
+            "sesv2", region=region, endpoint_url=endpoint_url, connect_timeout=connect_timeout,
+            read_timeout=read_timeout, max_attempts=1,
+            max_pool_connections=max(10, int(kwargs.get("concurrency", 1))),
         )
-        client = boto3.session.Session().client(
-            "sesv2", region_name=region, endpoint_url=endpoint_url, config=config
-        )
-        return cls(client=client, **kwargs)
+        return cls(client=ses, **kwargs)
 
     def __repr__(self) -> str:
         return (f"SesTransport(configuration_set={self.configuration_set!r}, "
@@ -214,8 +199,7 @@ class SesTransport(Transport):
         recipients = list(dict.fromkeys(message.recipients))
         request = self._request(message, recipients)
         response = self._call(request, message, cost=len(recipients))
-        outcomes = tuple(RecipientOutcome(r, RecipientStatus.ACCEPTED) for r in recipients)
-        return HandoffResult(provider_message_id=str(response["MessageId"]), outcomes=outcomes)
+        return HandoffResult.all_accepted(str(response["MessageId"]), recipients)
 
     def _request(self, message: OutgoingMessage, recipients: list[str]) -> dict[str, Any]:
         try:

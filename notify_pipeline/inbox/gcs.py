@@ -20,17 +20,22 @@ generation is live).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from google.cloud import storage
 
+from notify_pipeline.defaults import GCS_INBOX_PREFIX
 from notify_pipeline.errors import ConfigError
-from notify_pipeline.inbox.base import Inbox, InboxItem
-from notify_pipeline.inbox.gcs_store import GcsBatchStore, bound_met, make_batch_id
+from notify_pipeline.inbox.gcs_store import (
+    GcsBatchStore,
+    GcsStagedInbox,
+    bound_met,
+    make_batch_id,
+)
 
 
-class GcsInbox(Inbox):
+class GcsInbox(GcsStagedInbox):
     """Requests under `inbox_prefix` in the store's bucket.
 
     A stage lists at most `scan_limit` waiting objects (`page_size` per request), in name order,
@@ -43,7 +48,7 @@ class GcsInbox(Inbox):
         self,
         store: GcsBatchStore,
         *,
-        inbox_prefix: str = "inbox/",
+        inbox_prefix: str = GCS_INBOX_PREFIX,
         scan_limit: int = 5000,
         page_size: int = 1000,
     ) -> None:
@@ -54,10 +59,9 @@ class GcsInbox(Inbox):
                 "inbox_prefix", f"{inbox_prefix!r} must end with '/' and be apart from "
                 f"the batch store's prefixes {areas}"
             )
-        self.store = store
+        super().__init__(store)
         self.inbox_prefix = inbox_prefix
-        self.scan_limit = scan_limit
-        self.page_size = page_size
+        self.scan_limit, self.page_size = scan_limit, page_size
 
     def stage(self, *, max_items: int, max_age_seconds: float, now: datetime) -> str | None:
         self._complete_stale(now)
@@ -103,18 +107,6 @@ class GcsInbox(Inbox):
     def waiting(self) -> int:
         """Waiting requests, counted up to `scan_limit`."""
         return len(self._scan(self.scan_limit))
-
-    def batches(self) -> list[str]:
-        return self.store.batches()
-
-    def read(self, batch_id: str) -> Iterator[InboxItem]:
-        return self.store.read(batch_id)
-
-    def finish(self, batch_id: str, keys: Sequence[str]) -> None:
-        self.store.finish(batch_id, keys)
-
-    def quarantine(self, batch_id: str, key: str, body: bytes, note: str) -> None:
-        self.store.quarantine(batch_id, key, body, note)
 
 
 def _source(blob: storage.Blob) -> dict[str, str]:

@@ -35,9 +35,9 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 from google.cloud.storage.retry import DEFAULT_RETRY
 
-from notify_pipeline.inbox.base import InboxItem
-from notify_pipeline.inbox.local import redact_token
-from notify_pipeline.request import MAX_REQUEST_BYTES
+from notify_pipeline.defaults import MAX_REQUEST_BYTES
+from notify_pipeline.inbox.base import Inbox, InboxItem
+from notify_pipeline.request import redact_token
 
 RECEIVED_AT = "notify-received-at"
 REASON = "notify-reject-reason"
@@ -108,11 +108,9 @@ class GcsBatchStore:
         list_limit: int = 10_000,
         limits: CallLimits | None = None,
     ) -> None:
-        self.bucket = bucket
-        self.root = root
-        self.max_item_bytes = max_item_bytes
+        self.bucket, self.root = bucket, root
+        self.max_item_bytes, self.list_limit = max_item_bytes, list_limit
         self.stale_after_seconds = stale_after_seconds
-        self.list_limit = list_limit
         self.limits = limits or CallLimits()
 
     # staging
@@ -258,3 +256,23 @@ class GcsBatchStore:
         blob = self.bucket.blob(name)
         blob.metadata = dict(metadata) or None
         blob.upload_from_string(data, content_type=content_type, **self.limits.kwargs())
+
+
+class GcsStagedInbox(Inbox):
+    """An inbox whose staged batches live in a `GcsBatchStore`: everything after staging is the
+    store's. Subclasses say how requests arrive (`stage`, `waiting`)."""
+
+    def __init__(self, store: GcsBatchStore) -> None:
+        self.store = store
+
+    def batches(self) -> list[str]:
+        return self.store.batches()
+
+    def read(self, batch_id: str) -> Iterator[InboxItem]:
+        return self.store.read(batch_id)
+
+    def finish(self, batch_id: str, keys: Sequence[str]) -> None:
+        self.store.finish(batch_id, keys)
+
+    def quarantine(self, batch_id: str, key: str, body: bytes, note: str) -> None:
+        self.store.quarantine(batch_id, key, body, note)

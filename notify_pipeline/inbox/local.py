@@ -12,7 +12,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import heapq
-import json
 import logging
 import os
 from collections.abc import Generator, Iterator, Sequence
@@ -20,9 +19,9 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pydantic_core
-
+from notify_pipeline import files
 from notify_pipeline.inbox.base import Inbox, InboxItem
+from notify_pipeline.request import redact_token
 
 STAGING_PREFIX = ".staging-"
 _log = logging.getLogger(__name__)
@@ -153,24 +152,12 @@ class LocalInbox(Inbox):
 
     def quarantine(self, batch_id: str, key: str, body: bytes, note: str) -> None:
         """Keep a rejected request beside a note, with its identity token removed."""
-        self.rejected_dir.mkdir(parents=True, exist_ok=True)
-        target = self.rejected_dir / f"{batch_id}--{key}"
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_bytes(redact_token(body))
-        tmp.replace(target)
+        target = files.replace(self.rejected_dir / f"{batch_id}--{key}", redact_token(body))
         (target.with_name(target.name + ".reason")).write_text(note + "\n")
 
     def write_request(self, body: bytes, name: str) -> Path:
         """Drop one request into the inbox atomically (write elsewhere, then rename)."""
-        self.inbox_dir.mkdir(parents=True, exist_ok=True)
-        target = self.inbox_dir / name
-        tmp = self.inbox_dir / f".{name}.tmp"
-        with tmp.open("wb") as fh:
-            fh.write(body)
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.rename(target)
-        return target
+        return files.replace(self.inbox_dir / name, body, mode=files.SHARED)
 
 
 def _batch_id(files: Sequence[tuple[int, str]]) -> str:
@@ -181,15 +168,3 @@ def _batch_id(files: Sequence[tuple[int, str]]) -> str:
     stamp = datetime.fromtimestamp(files[0][0] / 1e9, tz=UTC).strftime("%Y%m%dT%H%M%S")
     return f"{stamp}-{digest.hexdigest()[:12]}"
 
-
-def redact_token(body: bytes) -> bytes:
-    """The request with `identity_token` replaced, or a placeholder if it is not a JSON object."""
-    try:
-        data = pydantic_core.from_json(body)  # any input: a ValueError, never a crash
-    except ValueError:
-        return b'"<unparseable request withheld: it may contain a token>"'
-    if not isinstance(data, dict):
-        return b'"<non-object request withheld>"'
-    if "identity_token" in data:
-        data["identity_token"] = "<redacted>"  # noqa: S105 - a placeholder, not a secret
-    return json.dumps(data, indent=2).encode()

@@ -37,8 +37,13 @@ from google.cloud.pubsub_v1 import SubscriberClient
 from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcTransport
 from google.pubsub_v1.types import PubsubMessage, ReceivedMessage
 
-from notify_pipeline.inbox.base import Inbox, InboxItem
-from notify_pipeline.inbox.gcs_store import CallLimits, GcsBatchStore, bound_met, make_batch_id
+from notify_pipeline.inbox.gcs_store import (
+    CallLimits,
+    GcsBatchStore,
+    GcsStagedInbox,
+    bound_met,
+    make_batch_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +73,7 @@ def publish_time(message: PubsubMessage) -> datetime:
     return cast(datetime, value)
 
 
-class PubSubInbox(Inbox):
+class PubSubInbox(GcsStagedInbox):
     """Requests pulled from `subscription` (`projects/P/subscriptions/S`), staged into `store`.
 
     A stage pulls in rounds of `pull_chunk` and stops early once `max_batch_bytes` are held,
@@ -88,13 +93,11 @@ class PubSubInbox(Inbox):
         lease_seconds: int = 120,
         limits: CallLimits | None = None,
     ) -> None:
-        self.subscriber = subscriber
-        self.subscription = subscription
-        self.store = store
+        super().__init__(store)
+        self.subscriber, self.subscription = subscriber, subscription
         self.pull_chunk = min(pull_chunk, MAX_PULL)
         self.max_batch_bytes = max_batch_bytes
-        self.pull_timeout_seconds = pull_timeout_seconds
-        self.lease_seconds = lease_seconds
+        self.pull_timeout_seconds, self.lease_seconds = pull_timeout_seconds, lease_seconds
         self.limits = limits or CallLimits()
         self._given_back = 0
 
@@ -191,18 +194,6 @@ class PubSubInbox(Inbox):
         """Messages the last stage gave back: Pub/Sub has no cheap backlog count (Cloud
         Monitoring's `num_undelivered_messages` lags by minutes), so this is a lower bound."""
         return self._given_back
-
-    def batches(self) -> list[str]:
-        return self.store.batches()
-
-    def read(self, batch_id: str) -> Iterator[InboxItem]:
-        return self.store.read(batch_id)
-
-    def finish(self, batch_id: str, keys: Sequence[str]) -> None:
-        self.store.finish(batch_id, keys)
-
-    def quarantine(self, batch_id: str, key: str, body: bytes, note: str) -> None:
-        self.store.quarantine(batch_id, key, body, note)
 
 
 def _chunks(items: Sequence[str]) -> Iterator[list[str]]:

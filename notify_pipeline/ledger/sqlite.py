@@ -6,26 +6,16 @@ tests prove); a power cut may lose the last commits. Production uses a server da
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
-import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-from notify_pipeline.events import Event
-from notify_pipeline.ledger.base import (
-    FINAL_EVENT_TYPES,
-    BatchStatus,
-    Claim,
-    ClaimResult,
-    ClaimStatus,
-    Ledger,
-    MessageState,
-    Suppression,
-    owner_is_dead,
-)
+from notify_pipeline.ledger.sql_ledger import SqlLedger, Statements
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -68,8 +58,46 @@ CREATE TABLE IF NOT EXISTS batches (
 """
 
 
-class SqliteLedger(Ledger):
-    """A ledger in one SQLite file; every write is a short `BEGIN IMMEDIATE` transaction."""
+STATEMENTS = Statements(
+    insert_claim="INSERT INTO messages VALUES (?, ?, 'claimed', ?, ?, ?, 1, NULL, ?)"
+    " ON CONFLICT DO NOTHING",
+    lock_message="SELECT state, inbox_key, owner, lease_expires_at > ?, attempts FROM messages"
+    " WHERE service = ? AND message_id = ?",
+    take_over="UPDATE messages SET owner = ?, lease_expires_at = ?, inbox_key = ?,"
+    " attempts = attempts + 1, updated_at = ? WHERE service = ? AND message_id = ?",
+    release="UPDATE messages SET state = 'claimed', lease_expires_at = 0"
+    " WHERE service = ? AND message_id = ? AND owner = ? AND state IN ('claimed', 'handing_off')",
+    begin_handoff="UPDATE messages SET state = 'handing_off'"
+    " WHERE service = ? AND message_id = ? AND owner = ? AND state = 'claimed'",
+    finish="UPDATE messages SET state = ?, provider_message_id = ?, updated_at = ?"
+    " WHERE service = ? AND message_id = ? AND owner = ? AND state IN ('claimed', 'handing_off')",
+    insert_event="INSERT INTO outbox (event_id, body) VALUES (?, ?)",
+    insert_status="INSERT INTO recipient_status VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+    upsert_suppression="INSERT INTO suppressions VALUES (?, ?, ?, ?) ON CONFLICT (recipient)"
+    " DO UPDATE SET reason = excluded.reason, event_id = excluded.event_id,"
+    " expires_at = max(expires_at, excluded.expires_at)",
+    final_status="SELECT event_type FROM recipient_status"
+    " WHERE service = ? AND message_id = ? AND recipient = ?",
+    pending_events="SELECT seq, body FROM outbox ORDER BY seq LIMIT ?",
+    ack_events="DELETE FROM outbox WHERE seq IN (SELECT value FROM json_each(?))",
+    suppressed="SELECT recipient FROM suppressions"
+    " WHERE recipient IN (SELECT value FROM json_each(?)) AND expires_at > ?",
+    state_of="SELECT state FROM messages WHERE service = ? AND message_id = ?",
+    create_batch="INSERT INTO batches VALUES (?, 0, NULL, 0) ON CONFLICT DO NOTHING",
+    lock_batch="SELECT owner, lease_expires_at > ? FROM batches WHERE batch_id = ?",
+    take_batch="UPDATE batches SET attempts = attempts + 1, owner = ?, lease_expires_at = ?"
+    " WHERE batch_id = ? RETURNING attempts",
+    batch_status="SELECT attempts, owner, lease_expires_at > ? FROM batches WHERE batch_id = ?",
+    release_batch="UPDATE batches SET owner = NULL, lease_expires_at = ?"
+    " WHERE batch_id = ? AND owner = ?",
+)
+
+
+class SqliteLedger(SqlLedger):
+    """A ledger in one SQLite file; every write is a short `BEGIN IMMEDIATE` transaction, so a
+    claim's read and write hold the database's one write lock together."""
+
+    sql = STATEMENTS
 
     def __init__(self, path: Path, *, busy_timeout_seconds: float = 60.0) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -95,217 +123,19 @@ class SqliteLedger(Ledger):
                 raise
             cur.execute("COMMIT")
 
-    def claim(
-        self, claims: Sequence[Claim], *, owner: str, lease_seconds: float, now: datetime
-    ) -> list[ClaimResult]:
-        ts = now.timestamp()
-        with self._tx() as cur:
-            return [self._claim_one(cur, c, owner, ts, ts + lease_seconds) for c in claims]
-
-    def _claim_one(
-        self, cur: sqlite3.Cursor, claim: Claim, owner: str, ts: float, expires: float
-    ) -> ClaimResult:
-        row = cur.execute(
-            "SELECT state, inbox_key, owner, lease_expires_at, attempts FROM messages"
-            " WHERE service = ? AND message_id = ?",
-            (claim.service, claim.message_id),
-        ).fetchone()
-        if row is None:
-            cur.execute(
-                "INSERT INTO messages VALUES (?, ?, 'claimed', ?, ?, ?, 1, NULL, ?)",
-                (claim.service, claim.message_id, claim.inbox_key, owner, expires, ts),
-            )
-            self._queue(cur, claim.queued_events)
-            return ClaimResult(ClaimStatus.CLAIMED, 1)
-        state, inbox_key, holder, lease_expires = MessageState(row[0]), row[1], row[2], row[3]
-        attempts = int(row[4])
-        if state.terminal:
-            same = inbox_key == claim.inbox_key
-            return ClaimResult(ClaimStatus.DONE if same else ClaimStatus.DUPLICATE, attempts)
-        if holder == owner:
-            return ClaimResult(ClaimStatus.DUPLICATE, attempts)
-        if lease_expires > ts and not owner_is_dead(holder):
-            same = inbox_key == claim.inbox_key
-            return ClaimResult(ClaimStatus.BUSY if same else ClaimStatus.DUPLICATE, attempts)
-        cur.execute(
-            "UPDATE messages SET owner = ?, lease_expires_at = ?, inbox_key = ?,"
-            " attempts = attempts + 1, updated_at = ? WHERE service = ? AND message_id = ?",
-            (owner, expires, claim.inbox_key, ts, claim.service, claim.message_id),
-        )
-        if state is MessageState.HANDING_OFF:
-            return ClaimResult(ClaimStatus.AMBIGUOUS, attempts + 1)
-        self._queue(cur, claim.queued_events)
-        return ClaimResult(ClaimStatus.CLAIMED, attempts + 1)
-
-    def release(self, keys: Sequence[tuple[str, str]], *, owner: str) -> None:
-        with self._tx() as cur:
-            cur.executemany(
-                "UPDATE messages SET state = 'claimed', lease_expires_at = 0"
-                " WHERE service = ? AND message_id = ? AND owner = ?"
-                " AND state IN ('claimed', 'handing_off')",
-                [(service, message_id, owner) for service, message_id in keys],
-            )
-
-    def begin_handoff(self, service: str, message_id: str, *, owner: str) -> bool:
-        with self._tx() as cur:
-            cur.execute(
-                "UPDATE messages SET state = 'handing_off' WHERE service = ? AND message_id = ?"
-                " AND owner = ? AND state = 'claimed'",
-                (service, message_id, owner),
-            )
-            return cur.rowcount == 1
-
-    def finish(
-        self,
-        service: str,
-        message_id: str,
-        *,
-        owner: str,
-        state: MessageState,
-        events: Sequence[Event],
-        provider_message_id: str | None = None,
-        suppressions: Sequence[Suppression] = (),
-    ) -> bool:
-        if not state.terminal:
-            raise ValueError(f"finish needs a terminal state, not {state}")
-        with self._tx() as cur:
-            cur.execute(
-                "UPDATE messages SET state = ?, provider_message_id = ?, updated_at = ?"
-                " WHERE service = ? AND message_id = ? AND owner = ?"
-                " AND state IN ('claimed', 'handing_off')",
-                (state.value, provider_message_id, time.time(), service, message_id, owner),
-            )
-            if cur.rowcount != 1:
-                return False
-            self._queue(cur, events)
-            self._suppress(cur, suppressions)
-            return True
-
-    def add_events(
-        self, events: Sequence[Event], suppressions: Sequence[Suppression] = ()
-    ) -> None:
-        with self._tx() as cur:
-            self._queue(cur, events)
-            self._suppress(cur, suppressions)
-
-    def final_status(self, service: str, message_id: str, recipient: str) -> str | None:
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Cursor]:
         with self._lock:
-            row = self._conn.execute(
-                "SELECT event_type FROM recipient_status WHERE service = ? AND message_id = ?"
-                " AND recipient = ?",
-                (service, message_id, recipient.lower()),
-            ).fetchone()
-        return str(row[0]) if row else None
-
-    def add_suppressions(self, suppressions: Sequence[Suppression]) -> None:
-        with self._tx() as cur:
-            self._suppress(cur, suppressions)
+            yield self._conn.cursor()
 
     @staticmethod
-    def _queue(cur: sqlite3.Cursor, events: Iterable[Event]) -> None:
-        events = list(events)
-        cur.executemany(
-            "INSERT INTO outbox (event_id, body) VALUES (?, ?)",
-            [(e.event_id, e.to_json()) for e in events],
-        )
-        cur.executemany(
-            "INSERT INTO recipient_status VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            [
-                (e.service, e.message_id, e.recipient.lower(), e.event_type.value, e.event_id)
-                for e in events
-                if e.event_type in FINAL_EVENT_TYPES and e.service and e.message_id
-                and e.recipient
-            ],
-        )
+    def _when(moment: datetime) -> float:
+        return moment.timestamp()
 
     @staticmethod
-    def _suppress(cur: sqlite3.Cursor, suppressions: Iterable[Suppression]) -> None:
-        cur.executemany(
-            "INSERT INTO suppressions VALUES (?, ?, ?, ?) ON CONFLICT (recipient) DO UPDATE SET"
-            " reason = excluded.reason, event_id = excluded.event_id,"
-            " expires_at = max(expires_at, excluded.expires_at)",
-            [
-                (s.recipient.lower(), s.reason, s.event_id, s.expires_at.timestamp())
-                for s in suppressions
-            ],
-        )
-
-    def pending_events(self, limit: int) -> list[tuple[int, Event]]:
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT seq, body FROM outbox ORDER BY seq LIMIT ?", (limit,)
-            ).fetchall()
-        return [(seq, Event.from_json(body)) for seq, body in rows]
-
-    def ack_events(self, seqs: Sequence[int]) -> None:
-        with self._tx() as cur:
-            cur.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
-
-    def suppressed(self, recipients: Iterable[str], *, now: datetime) -> set[str]:
-        wanted = sorted({r.lower() for r in recipients})
-        found: set[str] = set()
-        with self._lock:
-            for start in range(0, len(wanted), 500):
-                chunk = wanted[start : start + 500]
-                marks = ",".join("?" * len(chunk))
-                rows = self._conn.execute(
-                    f"SELECT recipient FROM suppressions WHERE recipient IN ({marks})"  # noqa: S608
-                    " AND expires_at > ?",
-                    (*chunk, now.timestamp()),
-                ).fetchall()
-                found.update(r[0] for r in rows)
-        return found
-
-    def state_of(self, service: str, message_id: str) -> MessageState | None:
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT state FROM messages WHERE service = ? AND message_id = ?",
-                (service, message_id),
-            ).fetchone()
-        return MessageState(row[0]) if row else None
-
-    def acquire_batch(
-        self, batch_id: str, *, owner: str, lease_seconds: float, now: datetime
-    ) -> int | None:
-        ts = now.timestamp()
-        with self._tx() as cur:
-            row = cur.execute(
-                "SELECT attempts, owner, lease_expires_at FROM batches WHERE batch_id = ?",
-                (batch_id,),
-            ).fetchone()
-            if row and row[1] and row[1] != owner and row[2] > ts and not owner_is_dead(row[1]):
-                return None
-            attempts = (row[0] if row else 0) + 1
-            cur.execute(
-                "INSERT INTO batches VALUES (?, ?, ?, ?) ON CONFLICT (batch_id) DO UPDATE SET"
-                " attempts = excluded.attempts, owner = excluded.owner,"
-                " lease_expires_at = excluded.lease_expires_at",
-                (batch_id, attempts, owner, ts + lease_seconds),
-            )
-            return int(attempts)
-
-    def batch_status(self, batch_id: str, *, now: datetime) -> BatchStatus:
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT attempts, owner, lease_expires_at FROM batches WHERE batch_id = ?",
-                (batch_id,),
-            ).fetchone()
-        if row is None:
-            return BatchStatus(0, True)
-        attempts, holder, until = int(row[0]), row[1], float(row[2])
-        if holder is None:
-            return BatchStatus(attempts, until <= now.timestamp())
-        return BatchStatus(attempts, until <= now.timestamp() or owner_is_dead(holder))
-
-    def release_batch(
-        self, batch_id: str, *, owner: str, retry_after_seconds: float, now: datetime
-    ) -> None:
-        with self._tx() as cur:
-            cur.execute(
-                "UPDATE batches SET owner = NULL, lease_expires_at = ?"
-                " WHERE batch_id = ? AND owner = ?",
-                (now.timestamp() + retry_after_seconds, batch_id, owner),
-            )
+    def _list(values: list[Any]) -> str:
+        """A JSON array, read back with `json_each` (no limit on the number of values)."""
+        return json.dumps(values)
 
     def close(self) -> None:
         with self._lock:

@@ -51,7 +51,7 @@ def _joined(*parts: object) -> str | None:
 # SES eventType -> our event type. SES "Reject" (a virus found after SES accepted the message) and
 # "Rendering Failure" are provider-side failures after hand-off, so `failure`, not our policy
 # `reject`. Open, Click and Subscription are ignored on purpose (None): we enable neither open/click
-# tracking nor SES contact lists, and the event vocabulary (DESIGN.md) has no place for them.
+# tracking nor SES contact lists, and the event vocabulary (docs/events.md) has no place for them.
 # Anything else is unknown: ignored and counted, never a crash.
 EVENT_TYPES: dict[str, _Kind | None] = {
     "Send": _Kind(EventType.SEND, "send", None),

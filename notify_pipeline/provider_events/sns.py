@@ -28,10 +28,9 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
 from notify_pipeline.errors import ConfigError, NotifyError
+from notify_pipeline.http import retrying_session
 
 # The fields each message type signs, in byte order (AWS docs). Only Subject is optional.
 SIGNED_FIELDS: dict[str, tuple[str, ...]] = {
@@ -119,12 +118,8 @@ class CertificateFetcher:
         self, *, timeout: float = 5.0, retries: int = 2, base_url: str | None = None
     ) -> None:
         self.timeout, self.base_url = timeout, base_url
-        self._session = requests.Session()
-        retry = Retry(total=retries, backoff_factor=0.2, status_forcelist=(429, 500, 502, 503, 504),
-                      allowed_methods=frozenset({"GET"}), raise_on_status=False)
-        adapter = HTTPAdapter(max_retries=retry)
-        self._session.mount("https://", adapter)
-        self._session.mount("http://", adapter)
+        self._session = retrying_session(retries=retries, backoff_seconds=0.2,
+                                         raise_on_status=False)
 
     def fetch(self, url: str) -> bytes:
         """The certificate's bytes; `UntrustedNotification` if the server refuses to give it."""

@@ -16,9 +16,8 @@ import logging
 from datetime import timedelta
 from typing import Any, Protocol
 
-import boto3
-from botocore.config import Config
-
+from notify_pipeline import aws
+from notify_pipeline.defaults import SQS_WAIT_SECONDS
 from notify_pipeline.ledger.base import Ledger
 from notify_pipeline.provider_events.intake import Fate, Intake, IntakeSummary
 from notify_pipeline.provider_events.sns import SnsVerifier
@@ -36,6 +35,26 @@ class SqsClient(Protocol):
     def delete_message_batch(self, **kwargs: Any) -> dict[str, Any]: ...
 
 
+def sqs_client(
+    *,
+    region: str,
+    wait_seconds: int = SQS_WAIT_SECONDS,
+    endpoint_url: str | None = None,
+    connect_timeout: float = 5.0,
+    max_attempts: int = 3,
+) -> SqsClient:
+    """A boto3 `sqs` client whose read timeout outlasts a `wait_seconds` long poll.
+
+    Receiving and deleting are safe to repeat, so botocore's bounded retries are kept. The
+    client is thread-safe and may serve every source of a process.
+    """
+    client: SqsClient = aws.client(
+        "sqs", region=region, endpoint_url=endpoint_url, connect_timeout=connect_timeout,
+        read_timeout=wait_seconds + 10, max_attempts=max_attempts,
+    )
+    return client
+
+
 class SqsEventSource:
     """Reads SES event notifications from one queue into the ledger."""
 
@@ -47,7 +66,7 @@ class SqsEventSource:
         verifier: SnsVerifier,
         ledger: Ledger,
         suppress_for: timedelta,
-        wait_seconds: int = 2,
+        wait_seconds: int = SQS_WAIT_SECONDS,
         max_messages: int = 10,
     ) -> None:
         if not 0 <= wait_seconds <= _MAX_WAIT_SECONDS:
@@ -56,37 +75,20 @@ class SqsEventSource:
             raise ValueError("max_messages must be within 1..10 (SQS's limit)")
         self.queue_url = queue_url
         self.wait_seconds, self.max_messages = wait_seconds, max_messages
-        self._client, self._verifier, self._ledger = client, verifier, ledger
+        self.client, self.verifier, self._ledger = client, verifier, ledger
         self._suppress_for = suppress_for
 
     @classmethod
-    def from_config(
-        cls,
-        *,
-        region: str,
-        endpoint_url: str | None = None,
-        connect_timeout: float = 5.0,
-        max_attempts: int = 3,
-        **kwargs: Any,
-    ) -> SqsEventSource:
-        """Build the boto3 client; its read timeout outlasts the long poll.
-
-        Receiving and deleting are safe to repeat, so botocore's bounded retries are kept here.
-        """
-        wait = int(kwargs.get("wait_seconds", 2))
-        config = Config(
-            connect_timeout=connect_timeout,
-            read_timeout=wait + 10,
-            retries={"total_max_attempts": max_attempts, "mode": "standard"},
-        )
-        client = boto3.session.Session().client(
-            "sqs", region_name=region, endpoint_url=endpoint_url, config=config
-        )
+    def from_config(cls, *, region: str, endpoint_url: str | None = None,
+                    **kwargs: Any) -> SqsEventSource:
+        """A source with a client of its own (see `sqs_client`)."""
+        client = sqs_client(region=region, endpoint_url=endpoint_url,
+                            wait_seconds=int(kwargs.get("wait_seconds", SQS_WAIT_SECONDS)))
         return cls(client=client, **kwargs)
 
     def drain(self, *, max_batches: int = 50) -> IntakeSummary:
         """Poll until the queue answers empty or `max_batches` batches (of up to 10) were taken."""
-        intake = Intake(self._verifier, self._suppress_for)
+        intake = Intake(self.verifier, self._suppress_for)
         for _ in range(max_batches):
             if not self._poll(intake):
                 break
@@ -94,7 +96,7 @@ class SqsEventSource:
 
     def _poll(self, intake: Intake) -> int:
         """One receive → verify → record → delete round; returns how many messages came."""
-        response = self._client.receive_message(
+        response = self.client.receive_message(
             QueueUrl=self.queue_url,
             MaxNumberOfMessages=self.max_messages,
             WaitTimeSeconds=self.wait_seconds,
@@ -112,7 +114,7 @@ class SqsEventSource:
 
     def _delete(self, entries: list[dict[str, str]]) -> None:
         """A message whose delete failed comes back; its events dedupe by id."""
-        response = self._client.delete_message_batch(QueueUrl=self.queue_url, Entries=entries)
+        response = self.client.delete_message_batch(QueueUrl=self.queue_url, Entries=entries)
         for failure in response.get("Failed", []):
             logger.warning("SQS delete failed for entry %s: %s", failure.get("Id"),
                            failure.get("Code"))

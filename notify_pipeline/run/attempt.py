@@ -10,13 +10,18 @@ later attempt rather than failed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
-from notify_pipeline.delivery.base import HandoffResult, OutgoingMessage, RecipientStatus
+from notify_pipeline.delivery.base import (
+    HandoffResult,
+    OutgoingMessage,
+    RecipientStatus,
+    Transport,
+)
 from notify_pipeline.errors import (
     AmbiguousHandoffError,
     FailureReason,
@@ -27,10 +32,10 @@ from notify_pipeline.errors import (
 from notify_pipeline.events import Event
 from notify_pipeline.faults import crashpoint
 from notify_pipeline.inbox.base import Inbox
-from notify_pipeline.ledger.base import Claim, ClaimStatus, MessageState
+from notify_pipeline.ledger.base import Claim, ClaimStatus, Ledger, MessageState
 from notify_pipeline.message import Envelope
 from notify_pipeline.policy import split_suppressed
-from notify_pipeline.run.decide import Accepted, Rejected, decide
+from notify_pipeline.run.decide import Accepted, Rejected, Rules, decide
 from notify_pipeline.run.handoffs import Claimed, Finished, Handoffs
 from notify_pipeline.run.outcomes import (
     failure_events,
@@ -38,13 +43,33 @@ from notify_pipeline.run.outcomes import (
     queued_events,
     reject_events,
 )
-from notify_pipeline.run.render import Rendered
+from notify_pipeline.run.render import Rendered, Renderer
 from notify_pipeline.run.summary import BatchSummary, timed
 
-if TYPE_CHECKING:
-    from notify_pipeline.run.pipeline import Pipeline
-
 log = logging.getLogger(__name__)
+
+
+class Deployment(Protocol):
+    """What an attempt uses of its pipeline (`Pipeline` is one)."""
+
+    @property
+    def ledger(self) -> Ledger: ...
+    @property
+    def transport(self) -> Transport: ...
+    @property
+    def clock(self) -> Callable[[], datetime]: ...
+    @property
+    def lease_seconds(self) -> float: ...
+    @property
+    def suppress_for(self) -> timedelta: ...
+    @property
+    def max_message_attempts(self) -> int: ...
+    @property
+    def retry_after_seconds(self) -> float: ...
+    @property
+    def rules(self) -> Rules: ...
+    @property
+    def renderer(self) -> Renderer: ...
 
 
 @dataclass(frozen=True)
@@ -57,7 +82,7 @@ class Unavailable:
 
 @dataclass
 class BatchAttempt:
-    pipeline: Pipeline
+    pipeline: Deployment
     inbox: Inbox
     batch_id: str
     owner: str  # unique to this attempt: see `Pipeline.process_batch`

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from notify_pipeline import defaults
 from notify_pipeline.delivery.base import Transport
 from notify_pipeline.events import utcnow
 from notify_pipeline.faults import crashpoint
@@ -15,7 +16,6 @@ from notify_pipeline.inbox.base import Inbox
 from notify_pipeline.ledger.base import Ledger
 from notify_pipeline.policy import Domains, IdentityVerifier
 from notify_pipeline.registry import Registry
-from notify_pipeline.request import MAX_REQUEST_BYTES
 from notify_pipeline.run.attempt import BatchAttempt
 from notify_pipeline.run.decide import Rules
 from notify_pipeline.run.render import Renderer, Signer, cpus
@@ -33,11 +33,11 @@ class Pipeline:
     ledger: Ledger
     signer_for: Callable[[str], Signer]
     transport: Transport
-    lease_seconds: float = 300.0
-    suppress_for: timedelta = timedelta(days=90)
-    max_message_attempts: int = 5
-    retry_after_seconds: float = 30.0
-    max_request_bytes: int = MAX_REQUEST_BYTES
+    lease_seconds: float = defaults.CLAIM_LEASE_SECONDS
+    suppress_for: timedelta = timedelta(days=defaults.SUPPRESSION_DAYS)
+    max_message_attempts: int = defaults.MAX_MESSAGE_ATTEMPTS
+    retry_after_seconds: float = defaults.PROVIDER_RETRY_SECONDS
+    max_request_bytes: int = defaults.MAX_REQUEST_BYTES
     clock: Callable[[], datetime] = field(default=utcnow)
     # Processes rendering and signing ahead of the hand-off (CPU-bound: MIME folding, DKIM);
     # None means one per CPU, 0 or 1 renders in the run's process.

@@ -10,7 +10,7 @@ from notify_pipeline.events import Event
 
 
 def service_table(service_id: str) -> str:
-    """The analyst-facing per-service table name (DESIGN.md: `events_<id with - as _>`)."""
+    """The analyst-facing per-service table name (docs/events.md: `events_<id with - as _>`)."""
     if not re.fullmatch(r"[a-z0-9-]+", service_id):
         raise ValueError(f"not a service id: {service_id!r}")
     return "events_" + service_id.replace("-", "_")

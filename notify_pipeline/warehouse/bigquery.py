@@ -24,10 +24,10 @@ from google.api_core.exceptions import Conflict
 from google.cloud import bigquery
 from google.cloud.bigquery.retry import DEFAULT_JOB_RETRY, DEFAULT_RETRY
 
+from notify_pipeline.defaults import BIGQUERY_DATASET
 from notify_pipeline.events import EVENT_COLUMNS, Event, utcnow
 from notify_pipeline.warehouse.base import Warehouse, service_table
 
-DEFAULT_DATASET = "notify_events"
 DEFAULT_TABLE = "events"
 STAGING_LIFETIME = timedelta(days=1)
 
@@ -39,7 +39,7 @@ def _field(name: str, kind: str, *, required: bool = False) -> bigquery.SchemaFi
     return bigquery.SchemaField(name, kind, mode="REQUIRED" if required else "NULLABLE")
 
 
-# DESIGN.md contract: event table columns, in EVENT_COLUMNS order.
+# The event table contract (docs/events.md): its columns, in EVENT_COLUMNS order.
 SCHEMA = (
     _field("event_id", "STRING", required=True),
     _field("service", "STRING"),
@@ -81,7 +81,7 @@ class BigQueryWarehouse(Warehouse):
         self,
         client: bigquery.Client,
         *,
-        dataset: str = DEFAULT_DATASET,
+        dataset: str = BIGQUERY_DATASET,
         table: str = DEFAULT_TABLE,
         location: str | None = None,
         timeout_seconds: float = 60.0,
@@ -171,7 +171,7 @@ class BigQueryWarehouse(Warehouse):
         return int(job.num_dml_affected_rows or 0)
 
     def create_service_views(self, service_ids: Sequence[str]) -> None:
-        """One view per service over the events table, named as DESIGN.md prescribes.
+        """One view per service over the events table, named as docs/events.md says.
 
         A view cannot take query parameters; `service_table` has proved the id is `[a-z0-9-]+`.
         """

@@ -80,7 +80,7 @@ class DuckDBWarehouse(Warehouse):
             return _count(con) - before
 
     def create_service_views(self, service_ids: Sequence[str]) -> None:
-        """One view per service over the events table, named as DESIGN.md prescribes.
+        """One view per service over the events table, named as docs/events.md says.
 
         DDL takes no parameters; `service_table` has already proved the id is `[a-z0-9-]+`.
         """

@@ -1,4 +1,5 @@
-"""dagster-gcp's `BigQueryResource`, able to point at a BigQuery emulator.
+"""dagster-gcp's `BigQueryResource`, able to point at a BigQuery emulator (a Dagster resource,
+so it lives in the Dagster layer beside `resources`).
 
 The stock resource builds `bigquery.Client(project, location)`, which looks for Google credentials
 and fails against an emulator (`DefaultCredentialsError`). With `endpoint` set (from

@@ -1,0 +1,233 @@
+"""What the SQL ledgers share: each call's transaction, with the decisions left to the rulebook.
+
+A backend supplies only its dialect, `Statements` in its own SQL and parameter style plus how it
+binds a time and a list, and its connection handling: `_tx` for one write transaction, `_read` for
+one query outside any.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, ClassVar, Protocol
+
+from notify_pipeline.events import Event, utcnow
+from notify_pipeline.ledger.base import (
+    BatchStatus,
+    Claim,
+    ClaimResult,
+    Ledger,
+    MessageState,
+    Suppression,
+)
+from notify_pipeline.ledger.rules import (
+    NEW_CLAIM,
+    ClaimDecision,
+    HeldMessage,
+    batch_blocked,
+    batch_ready,
+    claims_in_key_order,
+    decide_claim,
+    final_statuses,
+    require_terminal,
+    suppressions_in_key_order,
+)
+
+
+class Cursor(Protocol):
+    """The part of a DB-API cursor the shared calls use (sqlite3's and psycopg's both fit)."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def execute(self, query: str, params: Sequence[Any], /) -> Cursor: ...
+
+    def executemany(self, query: str, params_seq: Iterable[Sequence[Any]], /) -> object: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+@dataclass(frozen=True)
+class Statements:
+    """One backend's SQL. Each names its parameters in order; `→` what its rows hold."""
+
+    insert_claim: str  # service, message_id, inbox_key, owner, lease end, now; none on conflict
+    lock_message: str  # now, service, message_id → state, inbox_key, owner, lease live, attempts
+    take_over: str  # owner, lease end, inbox_key, now, service, message_id; one more attempt
+    release: str  # service, message_id, owner: an open claim back to `claimed`, lease over
+    begin_handoff: str  # service, message_id, owner: `claimed` → `handing_off`
+    finish: str  # state, provider_message_id, now, service, message_id, owner: open → state
+    insert_event: str  # event_id, body
+    insert_status: str  # a `StatusRow`; an existing row for its recipient stays
+    upsert_suppression: str  # recipient, reason, event_id, expires_at; the later end stays
+    final_status: str  # service, message_id, recipient → event_type
+    pending_events: str  # limit → seq, body, oldest first
+    ack_events: str  # seqs (a list)
+    suppressed: str  # recipients (a list), now → recipient
+    state_of: str  # service, message_id → state
+    create_batch: str  # batch_id: an untaken row with no attempts, unless there is one
+    lock_batch: str  # now, batch_id → owner, lease live
+    take_batch: str  # owner, lease end, batch_id → attempts, one more
+    batch_status: str  # now, batch_id → attempts, owner, lease live
+    release_batch: str  # retry time, batch_id, owner: no owner, lease over at the retry time
+
+
+def _one(cur: Cursor) -> tuple[Any, ...]:
+    """The row a statement must return (the row was inserted or locked just before)."""
+    row = cur.fetchone()
+    if row is None:
+        raise RuntimeError("ledger row vanished inside its own transaction")
+    return tuple(row)
+
+
+class SqlLedger(Ledger):
+    """A `Ledger` over SQL tables; every write is one short transaction."""
+
+    sql: ClassVar[Statements]
+
+    @abstractmethod
+    def _tx(self) -> AbstractContextManager[Cursor]:
+        """One write transaction: committed when the block ends, rolled back if it raises."""
+
+    @abstractmethod
+    def _read(self) -> AbstractContextManager[Cursor]:
+        """A cursor for one query outside any write transaction."""
+
+    @staticmethod
+    @abstractmethod
+    def _when(moment: datetime) -> object:
+        """A time as this database's columns hold it."""
+
+    @staticmethod
+    @abstractmethod
+    def _list(values: list[Any]) -> object:
+        """A list bound as one parameter."""
+
+    def claim(
+        self, claims: Sequence[Claim], *, owner: str, lease_seconds: float, now: datetime
+    ) -> list[ClaimResult]:
+        expires = now + timedelta(seconds=lease_seconds)
+        decisions: dict[int, ClaimDecision] = {}
+        with self._tx() as cur:
+            for i in claims_in_key_order(claims):
+                decisions[i] = self._claim_one(cur, claims[i], owner, now, expires)
+            self._queue(cur, [
+                event for i, c in enumerate(claims)
+                if decisions[i].queues_events for event in c.queued_events
+            ])
+        return [decisions[i].result for i in range(len(claims))]
+
+    def _claim_one(
+        self, cur: Cursor, claim: Claim, owner: str, now: datetime, expires: datetime
+    ) -> ClaimDecision:
+        """The primary key picks one of two first claimers; a later claim locks the row."""
+        key, at, until = (claim.service, claim.message_id), self._when(now), self._when(expires)
+        if cur.execute(self.sql.insert_claim, (*key, claim.inbox_key, owner, until, at)).rowcount:
+            return NEW_CLAIM
+        state, inbox_key, holder, lease_live, attempts = _one(
+            cur.execute(self.sql.lock_message, (at, *key)))
+        held = HeldMessage(MessageState(state), inbox_key, holder, bool(lease_live), int(attempts))
+        decision = decide_claim(held, inbox_key=claim.inbox_key, owner=owner)
+        if decision.take_over:
+            cur.execute(self.sql.take_over, (owner, until, claim.inbox_key, at, *key))
+        return decision
+
+    def release(self, keys: Sequence[tuple[str, str]], *, owner: str) -> None:
+        with self._tx() as cur:
+            cur.executemany(self.sql.release, [(*key, owner) for key in sorted(keys)])
+
+    def begin_handoff(self, service: str, message_id: str, *, owner: str) -> bool:
+        with self._tx() as cur:
+            return cur.execute(self.sql.begin_handoff, (service, message_id, owner)).rowcount == 1
+
+    def finish(
+        self, service: str, message_id: str, *, owner: str, state: MessageState,
+        events: Sequence[Event], provider_message_id: str | None = None,
+        suppressions: Sequence[Suppression] = (),
+    ) -> bool:
+        require_terminal(state)
+        settle = (state.value, provider_message_id, self._when(utcnow()), service, message_id)
+        with self._tx() as cur:
+            if cur.execute(self.sql.finish, (*settle, owner)).rowcount != 1:
+                return False
+            self._queue(cur, events)
+            self._suppress(cur, suppressions)
+            return True
+
+    def add_events(
+        self, events: Sequence[Event], suppressions: Sequence[Suppression] = ()
+    ) -> None:
+        with self._tx() as cur:
+            self._queue(cur, events)
+            self._suppress(cur, suppressions)
+
+    def add_suppressions(self, suppressions: Sequence[Suppression]) -> None:
+        with self._tx() as cur:
+            self._suppress(cur, suppressions)
+
+    def _queue(self, cur: Cursor, events: Sequence[Event]) -> None:
+        """Outbox rows in the given order, then the final statuses they settle."""
+        cur.executemany(self.sql.insert_event, [(e.event_id, e.to_json()) for e in events])
+        cur.executemany(self.sql.insert_status, final_statuses(events))
+
+    def _suppress(self, cur: Cursor, suppressions: Iterable[Suppression]) -> None:
+        cur.executemany(self.sql.upsert_suppression, [
+            (s.recipient, s.reason, s.event_id, self._when(s.expires_at))
+            for s in suppressions_in_key_order(suppressions)
+        ])
+
+    def _rows(self, query: str, params: Sequence[Any]) -> list[Any]:
+        with self._read() as cur:
+            return cur.execute(query, params).fetchall()
+
+    def final_status(self, service: str, message_id: str, recipient: str) -> str | None:
+        rows = self._rows(self.sql.final_status, (service, message_id, recipient.lower()))
+        return str(rows[0][0]) if rows else None
+
+    def pending_events(self, limit: int) -> list[tuple[int, Event]]:
+        rows = self._rows(self.sql.pending_events, (limit,))
+        return [(int(seq), Event.from_json(body)) for seq, body in rows]
+
+    def ack_events(self, seqs: Sequence[int]) -> None:
+        with self._tx() as cur:
+            cur.execute(self.sql.ack_events, (self._list(list(seqs)),))
+
+    def suppressed(self, recipients: Iterable[str], *, now: datetime) -> set[str]:
+        wanted = sorted({r.lower() for r in recipients})
+        rows = self._rows(self.sql.suppressed, (self._list(wanted), self._when(now)))
+        return {str(row[0]) for row in rows}
+
+    def state_of(self, service: str, message_id: str) -> MessageState | None:
+        rows = self._rows(self.sql.state_of, (service, message_id))
+        return MessageState(rows[0][0]) if rows else None
+
+    def acquire_batch(
+        self, batch_id: str, *, owner: str, lease_seconds: float, now: datetime
+    ) -> int | None:
+        expires = self._when(now + timedelta(seconds=lease_seconds))
+        with self._tx() as cur:
+            cur.execute(self.sql.create_batch, (batch_id,))
+            holder, lease_live = _one(cur.execute(self.sql.lock_batch, (self._when(now), batch_id)))
+            if batch_blocked(holder, owner=owner, lease_live=bool(lease_live)):
+                return None
+            (attempts,) = _one(cur.execute(self.sql.take_batch, (owner, expires, batch_id)))
+            return int(attempts)
+
+    def batch_status(self, batch_id: str, *, now: datetime) -> BatchStatus:
+        rows = self._rows(self.sql.batch_status, (self._when(now), batch_id))
+        if not rows:
+            return BatchStatus(0, True)
+        attempts, holder, lease_live = rows[0]
+        return BatchStatus(int(attempts), batch_ready(holder, lease_live=bool(lease_live)))
+
+    def release_batch(
+        self, batch_id: str, *, owner: str, retry_after_seconds: float, now: datetime
+    ) -> None:
+        retry_at = self._when(now + timedelta(seconds=retry_after_seconds))
+        with self._tx() as cur:
+            cur.execute(self.sql.release_batch, (retry_at, batch_id, owner))

@@ -70,20 +70,24 @@ class World:
     def __repr__(self) -> str:
         return "World()"
 
+    @classmethod
+    def build(cls, keys_dir: Path) -> World:
+        """A local issuer and DKIM keys under `keys_dir`, the example registry, a valid token."""
+        issuer = LocalIssuer(keys_dir, ISSUER)
+        issuer.certs()
+        verifier = TokenVerifier(certs=FileCertSource(issuer.certs_path), audience=AUDIENCE,
+                                 issuers=frozenset({ISSUER}))
+        rules = Rules(load_registry(REGISTRY), DOMAINS, verifier, MAX_BYTES)
+        store = DkimKeyStore(keys_dir, SELECTOR)
+        domains = [DOMAINS.main, DOMAINS.testing]
+        token = issuer.mint(service_account=PROD_ACCOUNT, audience=AUDIENCE, ttl_seconds=86_400)
+        return cls(rules, token, {d: DkimSigner(store.key_for(d)) for d in domains},
+                   dns_records(domains=domains, keys=store.keys(domains)))
+
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> World:
-    keys_dir: Path = tmp_path_factory.mktemp("keys")
-    issuer = LocalIssuer(keys_dir, ISSUER)
-    issuer.certs()
-    verifier = TokenVerifier(certs=FileCertSource(issuer.certs_path), audience=AUDIENCE,
-                             issuers=frozenset({ISSUER}))
-    rules = Rules(load_registry(REGISTRY), DOMAINS, verifier, MAX_BYTES)
-    store = DkimKeyStore(keys_dir, SELECTOR)
-    domains = [DOMAINS.main, DOMAINS.testing]
-    token = issuer.mint(service_account=PROD_ACCOUNT, audience=AUDIENCE, ttl_seconds=86_400)
-    return World(rules, token, {d: DkimSigner(store.key_for(d)) for d in domains},
-                 dns_records(domains=domains, keys=store.keys(domains)))
+    return World.build(tmp_path_factory.mktemp("keys"))
 
 
 # --- strategies ---------------------------------------------------------------------------------

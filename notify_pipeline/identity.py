@@ -214,6 +214,8 @@ class TokenVerifier:
         if not token:
             raise _reject("the request carries no identity_token")
         header, payload = _decode_unverified(token)
+        if "crit" in header:  # RFC 7515 4.1.11: extensions we do not understand must fail
+            raise _reject("the identity token's header lists critical extensions (crit)")
         cert = self._cert_for(header)
         _check_times_present(payload)
         passed = self._google_auth_checks(token, cert, received_at)
@@ -294,6 +296,13 @@ class TokenVerifier:
                 f"the identity token expired at {expires.isoformat()}, before the request was "
                 f"received at {received.isoformat()}"
             )
+        if "nbf" in payload:  # google-auth ignores `nbf`
+            not_before = datetime.fromtimestamp(payload["nbf"], UTC)
+            if not_before > received + skew:
+                raise _reject(
+                    f"the identity token is not valid before {not_before.isoformat()}, after "
+                    f"the request was received at {received.isoformat()}"
+                )
 
 
 def _decode_unverified(token: str) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
@@ -307,8 +316,11 @@ def _decode_unverified(token: str) -> tuple[Mapping[str, Any], Mapping[str, Any]
 
 
 def _check_times_present(payload: Mapping[str, Any]) -> None:
-    """`iat` and `exp` as in-range numbers: NaN slips past every comparison, strings crash them."""
-    for claim in ("iat", "exp"):
+    """`iat`, `exp` (and `nbf` if given) as in-range numbers: NaN slips past every comparison,
+    strings crash them."""
+    for claim in ("iat", "exp", "nbf"):
+        if claim == "nbf" and claim not in payload:
+            continue
         value = payload.get(claim)
         in_range = isinstance(value, int | float) and 0 <= value <= _LAST_NUMERIC_DATE
         if isinstance(value, bool) or not in_range:

@@ -10,20 +10,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable
 from datetime import datetime
 from email.header import Header
 from email.headerregistry import (
     Address,
     BaseHeader,
+    ContentDispositionHeader,
     Group,
     HeaderRegistry,
     UniqueAddressHeader,
     UniqueUnstructuredHeader,
+    UnstructuredHeader,
 )
 from email.message import EmailMessage
 from email.policy import SMTP, Policy
 from email.utils import formataddr
+from typing import Any
+from urllib.parse import quote
 
 from notify_pipeline.message import Attachment, Envelope
 
@@ -31,15 +36,50 @@ from notify_pipeline.message import Attachment, Envelope
 # Each class also names BaseHeader, which HeaderRegistry mixes in at runtime anyway; typeshed's
 # stubs for the mixins and BaseHeader disagree on `max_count`/`init`, hence the ignores.
 class _SubjectHeader(UniqueUnstructuredHeader, BaseHeader):  # type: ignore[misc]
-    """Subject folded by the legacy `email.header.Header` encoder.
+    """Subject folded by the legacy `email.header.Header` encoder, its text kept literal.
 
     CPython 3.11's modern folder drops the space between two RFC 2047 encoded words in about one
     long non-ASCII subject in ten ("Héllo wörld" arrives as "Héllowörld"); the legacy encoder
     keeps each space inside an encoded word and round-trips exactly.
     """
 
+    @classmethod
+    def parse(cls, value: str, kwds: dict[str, Any]) -> None:
+        """As the stdlib parses it, but the header's text is `value` itself, undecoded."""
+        super().parse(value, kwds)
+        kwds["decoded"] = value
+
     def fold(self, *, policy: Policy) -> str:
+        if _ENCODED_WORD_START in self:
+            return _fold_encoded(self.name, str(self), policy)
         return _fold(self.name, Header(str(self), header_name=self.name), policy)
+
+
+class _CallerHeader(UnstructuredHeader, BaseHeader):
+    """A caller's extra header: unstructured whatever its name, its text kept literal."""
+
+    @classmethod
+    def parse(cls, value: str, kwds: dict[str, Any]) -> None:
+        """As the stdlib parses it, but the header's text is `value` itself, undecoded."""
+        super().parse(value, kwds)
+        kwds["decoded"] = value
+
+    def fold(self, *, policy: Policy) -> str:
+        if _ENCODED_WORD_START in self:
+            return _fold_encoded(self.name, str(self), policy)
+        folded: str = super().fold(policy=policy)
+        return folded
+
+
+# Caller text is literal: where it holds what could start an RFC 2047 encoded word, the header
+# parser must not decode it (CPython before 3.11.10 / 3.12.5 would then fold any CR/LF it
+# decoded into real header lines) and readers must not either, so we encode all of it ourselves.
+_ENCODED_WORD_START = "=?"
+
+
+def _fold_encoded(name: str, text: str, policy: Policy) -> str:
+    """`text` as UTF-8 encoded words only, which every reader decodes back to `text`."""
+    return _fold(name, Header(text, "utf-8", header_name=name), policy)
 
 
 class _FromHeader(UniqueAddressHeader, BaseHeader):  # type: ignore[misc]
@@ -52,7 +92,7 @@ class _FromHeader(UniqueAddressHeader, BaseHeader):  # type: ignore[misc]
     def fold(self, *, policy: Policy) -> str:
         (address,) = self.addresses
         name, addr_spec = address.display_name, address.addr_spec
-        if name.isascii():
+        if name.isascii() and _ENCODED_WORD_START not in name:
             header = Header(formataddr((name, addr_spec)), header_name=self.name)
         else:
             header = Header(name, "utf-8", header_name=self.name)
@@ -142,7 +182,7 @@ def _add_headers(msg: EmailMessage, envelope: Envelope, date: datetime, message_
     msg["Message-ID"] = message_id
     msg["MIME-Version"] = "1.0"
     for name, value in envelope.headers:
-        msg[name] = value
+        msg[name] = _CallerHeader(name, value)
 
 
 def _addresses(addrs: Iterable[str]) -> list[Address]:
@@ -168,6 +208,45 @@ def _attach(msg: EmailMessage, attachment: Attachment) -> None:
     msg.add_attachment(
         attachment.content, maintype=maintype, subtype=subtype, filename=attachment.filename
     )
+    if _ENCODED_WORD_START in attachment.filename:
+        *_, part = msg.iter_attachments()
+        part.replace_header("Content-Disposition", _LiteralDisposition(attachment.filename))
+
+
+class _LiteralDisposition(ContentDispositionHeader, BaseHeader):  # type: ignore[misc]
+    """`attachment` with a filename that must stay literal, always RFC 2231 percent-encoded.
+
+    The stdlib writes an ASCII filename as a quoted string, and parsers (and mail readers)
+    decode encoded words even inside quotes; nothing decodes them in an RFC 2231 value.
+    """
+
+    def __new__(cls, filename: str) -> _LiteralDisposition:
+        value = f"attachment; filename*=utf-8''{quote(filename, safe='')}"
+        header: _LiteralDisposition = super().__new__(cls, "Content-Disposition", value)
+        return header
+
+    def fold(self, *, policy: Policy) -> str:
+        pieces = _rfc2231_pieces(quote(self.params["filename"], safe=""))
+        charset = "utf-8''"
+        if len(pieces) == 1:
+            params = [f"filename*={charset}{pieces[0]}"]
+        else:
+            params = [f"filename*{i}*={charset if i == 0 else ''}{piece}"
+                      for i, piece in enumerate(pieces)]
+        sep = f";{policy.linesep} "
+        return f"{self.name}: attachment{sep}{sep.join(params)}{policy.linesep}"
+
+
+def _rfc2231_pieces(encoded: str, width: int = 50) -> list[str]:
+    """`encoded` cut into pieces of at most `width` characters, never inside a %XX escape:
+    with its parameter name each piece fits a 78-character line."""
+    pieces, current = [], ""
+    for token in re.findall(r"%[0-9A-F]{2}|.", encoded):
+        if len(current) + len(token) > width:
+            pieces.append(current)
+            current = ""
+        current += token
+    return [*pieces, current]
 
 
 def _finish_parts(msg: EmailMessage, seed: str, raw_text: str) -> None:

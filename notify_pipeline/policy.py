@@ -70,8 +70,9 @@ def build_envelope(request: SendRequest, service: Service, domains: Domains) -> 
             RejectReason.REPLY_TO_NOT_ENABLED,
             f"service {service.id!r} has not enabled the advanced reply_to option",
         )
-    check_addresses(request)
-    refused = [r for r in request.recipients if not service.allows_recipient(r)]
+    addresses = check_addresses(request)
+    recipients = (*addresses["to"], *addresses["cc"], *addresses["bcc"])
+    refused = [r for r in recipients if not service.allows_recipient(r)]
     if refused:
         raise RequestRejected(
             RejectReason.RECIPIENT_NOT_ALLOWED,
@@ -88,10 +89,10 @@ def build_envelope(request: SendRequest, service: Service, domains: Domains) -> 
         message_id=request.id,
         from_display=service.display_name,
         from_address=from_address,
-        to=request.to,
-        cc=request.cc,
-        bcc=request.bcc,
-        reply_to=request.reply_to,
+        to=addresses["to"],
+        cc=addresses["cc"],
+        bcc=addresses["bcc"],
+        reply_to=addresses["reply_to"],
         subject=request.subject,
         text=request.text,
         html=request.html,

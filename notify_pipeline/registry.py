@@ -156,10 +156,11 @@ class Service(BaseModel):
         return f"{local_part}@{domain}"
 
     def allows_recipient(self, address: str) -> bool:
-        """True when there is no allow list, or `address` is on it (compared case-blind)."""
+        """True when there is no allow list, or `address` is on it: domains compare case-blind,
+        local parts as written (RFC 5321 lets a server tell `Tester` from `tester`)."""
         if self.allowed_recipients is None:
             return True
-        return _casefold_in(address, self.allowed_recipients)
+        return _recipient_key(address) in {_recipient_key(a) for a in self.allowed_recipients}
 
     def allows_service_account(self, email: str) -> bool:
         """True when `email` (an identity token's `email` claim) may send as this service."""
@@ -169,6 +170,11 @@ class Service(BaseModel):
 def _casefold_in(address: str, addresses: Iterable[str]) -> bool:
     """Case-blind: local parts may be case-sensitive in theory, never in practice."""
     return address.lower() in {a.lower() for a in addresses}
+
+
+def _recipient_key(address: str) -> str:
+    local, _, domain = address.rpartition("@")
+    return f"{local}@{domain.lower()}"
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ TagValue = Annotated[str, Field(max_length=256)]
 class RequestAttachment(BaseModel):
     """One attachment, its content base64-encoded on the wire."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     filename: str = Field(min_length=1, max_length=255)
     content_type: str = Field(pattern=r"^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+$")
@@ -51,7 +51,7 @@ class SendRequest(BaseModel):
     version: Literal[1]
     id: str = Field(pattern=REQUEST_ID_PATTERN)
     service: str = Field(min_length=1, max_length=63)
-    identity_token: str = Field(repr=False, min_length=1)
+    identity_token: str | None = Field(default=None, repr=False)  # absent: unauthenticated
     from_tag: str | None = None
     to: tuple[str, ...] = ()
     cc: tuple[str, ...] = ()
@@ -63,6 +63,14 @@ class SendRequest(BaseModel):
     headers: dict[str, str] = Field(default_factory=dict)
     attachments: tuple[RequestAttachment, ...] = ()
     tags: dict[TagKey, TagValue] = Field(default_factory=dict, max_length=50)
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _is_an_integer(cls, value: Any) -> Any:
+        """`Literal[1]` alone lets `true` and `1.0` through, since both equal 1."""
+        if type(value) is not int:
+            raise ValueError("must be the integer 1")
+        return value
 
     @model_validator(mode="after")
     def _has_body_and_recipient(self) -> SendRequest:

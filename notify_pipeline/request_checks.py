@@ -8,9 +8,12 @@ only: the client is installed without the server's dependencies.
 from __future__ import annotations
 
 import re
+from email.errors import MessageError
+from email.headerregistry import Address
 
 from email_validator import EmailNotValidError, validate_email
 
+from notify_pipeline import header_text
 from notify_pipeline.errors import RejectReason, RequestRejected
 from notify_pipeline.request import SendRequest
 
@@ -30,6 +33,7 @@ DISALLOWED_HEADERS = frozenset(
 DISALLOWED_PREFIXES = ("x-ses-", "x-notify-")
 HEADER_NAME = re.compile(r"^[!-9;-~]{1,76}$")  # RFC 5322 ftext: printable ASCII except ':'
 _BREAKS = ("\r", "\n", "\x00")
+ADDRESS_FIELDS = ("to", "cc", "bcc", "reply_to")
 
 
 class FieldRejected(RequestRejected):
@@ -41,10 +45,11 @@ class FieldRejected(RequestRejected):
 
 
 def check_injection(request: SendRequest) -> None:
-    """CR, LF or NUL anywhere that ends up in a header would let a caller add headers."""
+    """CR, LF or NUL anywhere that ends up in a header would let a caller add headers; other
+    controls, and encoded words that decode to any, are refused with them (`header_text`)."""
     fields: list[tuple[str, str]] = [("subject", request.subject)]
     fields += [("from_tag", request.from_tag or "")]
-    for name in ("to", "cc", "bcc", "reply_to"):
+    for name in ADDRESS_FIELDS:
         fields += [(f"{name}[{i}]", v) for i, v in enumerate(getattr(request, name))]
     for key, value in request.headers.items():
         fields += [(f"headers.{key!r}", key), (f"headers.{key!r}", value)]
@@ -55,6 +60,9 @@ def check_injection(request: SendRequest) -> None:
             raise FieldRejected(
                 RejectReason.HEADER_INJECTION, where, f"{where} contains a line break or NUL"
             )
+        unsafe = header_text.problem(value)
+        if unsafe:
+            raise FieldRejected(RejectReason.HEADER_INJECTION, where, f"{where} {unsafe}")
 
 
 def check_headers(headers: dict[str, str]) -> None:
@@ -78,13 +86,35 @@ def check_headers(headers: dict[str, str]) -> None:
         seen.add(lowered)
 
 
-def check_addresses(request: SendRequest) -> None:
-    for name in ("to", "cc", "bcc", "reply_to"):
-        for i, address in enumerate(getattr(request, name)):
-            try:
-                validate_email(address, check_deliverability=False, allow_smtputf8=True)
-            except EmailNotValidError as exc:
-                raise FieldRejected(
-                    RejectReason.MALFORMED, f"{name}[{i}]",
-                    f"{name}[{i}] is not a valid email address: {exc}",
-                ) from None
+def check_addresses(request: SendRequest) -> dict[str, tuple[str, ...]]:
+    """Each address field (`ADDRESS_FIELDS`) as it will be sent, every address one a header can
+    carry as written.
+
+    Internationalised domains become their ASCII (IDNA) form; local parts stay as written, and
+    one that is not ASCII is refused, since that would need SMTPUTF8. The renderer must read
+    each address back unchanged: it decodes what looks like an RFC 2047 encoded word even in a
+    local part, and would then write something else than what the caller sent.
+    """
+    return {name: tuple(_sendable(f"{name}[{i}]", address)
+                        for i, address in enumerate(getattr(request, name)))
+            for name in ADDRESS_FIELDS}
+
+
+def _sendable(where: str, address: str) -> str:
+    try:
+        valid = validate_email(address, check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError as exc:
+        raise FieldRejected(
+            RejectReason.MALFORMED, where, f"{where} is not a valid email address: {exc}"
+        ) from None
+    local, _, domain = address.rpartition("@")
+    sendable = address if domain.isascii() else f"{local}@{valid.ascii_domain}"
+    try:
+        readable = Address(addr_spec=sendable).addr_spec == sendable
+    except (ValueError, MessageError, IndexError):
+        readable = False
+    if not readable:
+        raise FieldRejected(
+            RejectReason.MALFORMED, where, f"{where} cannot be written in a message header as given"
+        )
+    return sendable

@@ -124,3 +124,41 @@ def make_harness(local: LocalDeployment, transport: Transport | None = None) -> 
         signer_for=lambda d: signers.setdefault(d, DkimSigner(keys.key_for(d))),
     )
     return Harness(pipeline, transport, ledger)
+
+
+def hostile_cases(local: LocalDeployment) -> list[tuple[str, str]]:
+    """(request body, expected reject reason): each one alone used to stop the whole batch or
+    end as a failure after the claim."""
+    def raw(**overrides: Any) -> str:
+        return json.dumps(local.request(**overrides))
+
+    huge = "1" + "0" * 5000  # beyond Python's int-string digit limit
+    deep = "[" * 50_000 + "]" * 50_000
+    return [
+        (raw(id="h-int-version").replace('"version": 1', f'"version": {huge}'), "malformed"),
+        (raw(id="h-int-extra").replace('"version": 1', f'"version": 1, "n": {huge}'),
+         "malformed"),
+        (raw(id="h-int-subject").replace('"subject": "Hello"', f'"subject": {huge}'),
+         "malformed"),
+        (raw(id="h-int-tag", tags={"k": "v"}).replace('"v"', huge), "malformed"),
+        (raw(id="h-deep").replace('"version": 1', f'"version": 1, "x": {deep}'), "malformed"),
+        (raw(id="h-deep-subject").replace('"subject": "Hello"', f'"subject": {deep}'),
+         "malformed"),
+        (raw(id="h-surrogate").replace('"Hello"', '"He\\ud800llo"'), "malformed"),
+        (raw(id="h-surrogate-pair-half").replace('"Hello"', '"\\udc00"'), "malformed"),
+        (raw(id="h-bool-version", version=True), "malformed"),
+        (raw(id="h-float-version", version=1.0), "malformed"),
+        (json.dumps({k: v for k, v in local.request(id="h-no-token").items()
+                     if k != "identity_token"}), "unauthenticated"),
+        (raw(id="h-empty-token", identity_token=""), "unauthenticated"),
+        (raw(id="h-ew-subject", subject="=?utf-8?q?hi=0D=0ABcc:_victim@example.org?="),
+         "header_injection"),
+        (raw(id="h-ew-header", headers={"X-A": "=?utf-8?b?eA0KQmNjOiB2QGV4YW1wbGUub3Jn?="}),
+         "header_injection"),
+        (raw(id="h-vt-subject", subject="a\x0bb"), "header_injection"),
+        (raw(id="h-nel-filename", attachments=[{"filename": "a\x85.txt",
+                                                "content_type": "text/plain",
+                                                "content_base64": ""}]), "header_injection"),
+        (raw(id="h-esc-header", headers={"X-A": "a\x1b[31mb"}), "header_injection"),
+        (raw(id="h-utf8-local-part", to=["用户@example.org"]), "malformed"),
+    ]

@@ -404,6 +404,40 @@ def test_issued_within_skew_of_receipt_is_accepted(
     assert identity_.email == ACCOUNT
 
 
+def test_not_before_in_the_future_is_rejected(
+    issuer: LocalIssuer, verifier: TokenVerifier
+) -> None:
+    token = sign(issuer, claims(nbf=int(time.time()) + 600))
+
+    assert "not valid before" in rejection(verifier, token).message
+
+
+def test_not_before_within_the_skew_is_accepted(
+    issuer: LocalIssuer, verifier: TokenVerifier
+) -> None:
+    token = sign(issuer, claims(nbf=int(time.time()) + 10))
+
+    assert verifier.verify(token, received_at=now()).email == ACCOUNT
+
+
+def test_not_before_is_judged_at_receipt(issuer: LocalIssuer, verifier: TokenVerifier) -> None:
+    """Issued twenty minutes ago, valid from a minute ago; the request arrived ten minutes ago."""
+    issued = int(time.time()) - 1200
+    token = sign(issuer, claims(iat=issued, exp=issued + 3600, nbf=int(time.time()) - 60))
+
+    rejection(verifier, token, received_at=now() - timedelta(minutes=10))
+
+
+@pytest.mark.parametrize("crit", [["exp"], ["b64"], [], "x"])
+def test_critical_header_extensions_are_rejected(
+    issuer: LocalIssuer, verifier: TokenVerifier, crit: object
+) -> None:
+    signer = crypt.RSASigner(issuer._material.private_key, key_id=issuer.kid)
+    token = jwt.encode(signer, claims(), header={"crit": crit}).decode()
+
+    assert "crit" in rejection(verifier, token).message
+
+
 def test_unverified_email(issuer: LocalIssuer, verifier: TokenVerifier) -> None:
     token = issuer.mint(service_account=ACCOUNT, audience=AUDIENCE, email_verified=False)
 
@@ -422,6 +456,8 @@ def test_unverified_email(issuer: LocalIssuer, verifier: TokenVerifier) -> None:
         ({"exp": float("nan")}, "no valid exp claim"),
         ({"exp": 10**20}, "no valid exp claim"),
         ({"iat": True}, "no valid iat claim"),
+        ({"nbf": "now"}, "no valid nbf claim"),
+        ({"nbf": float("nan")}, "no valid nbf claim"),
     ],
 )
 def test_malformed_claims(

@@ -117,6 +117,7 @@ def test_folder_placeholders_are_not_requests(bucket):
     inbox = make_inbox(bucket)
     upload(bucket, "", b"")
     upload(bucket, "team-a/", b"")
+    upload(bucket, "team-a/folder.json/", b"")  # a folder named like a request
 
     assert inbox.waiting() == 0
     assert inbox.stage(max_items=1, max_age_seconds=0, now=now()) is None

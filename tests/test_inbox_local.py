@@ -122,3 +122,28 @@ def test_stage_many_takes_several_batches_oldest_first_from_one_listing(
     write(box, "late.json", NOW)
     assert list(box.stage_many(max_items=3, max_age_seconds=50, now=NOW, max_batches=5)) == []
     assert box.waiting() == 1, "a lone young request waits for company"
+
+
+def test_a_directory_named_like_a_request_is_never_staged(tmp_path: Path) -> None:
+    box = LocalInbox(tmp_path)
+    write(box, "a.json", datetime.now(UTC) - timedelta(hours=1))
+    (box.inbox_dir / "b.json").mkdir()
+
+    assert box.waiting() == 1
+    batch = box.stage(max_items=10, max_age_seconds=0, now=datetime.now(UTC))
+    assert batch is not None and staged_names(box, batch) == ["a.json"]
+    assert (box.inbox_dir / "b.json").is_dir()
+
+
+def test_an_entry_in_a_batch_that_cannot_be_read_is_set_aside(tmp_path: Path) -> None:
+    """A directory staged by an older version: the batch still reads, and can finish."""
+    box = LocalInbox(tmp_path)
+    write(box, "a.json", datetime.now(UTC) - timedelta(hours=1))
+    batch = box.stage(max_items=10, max_age_seconds=0, now=datetime.now(UTC))
+    assert batch is not None
+    (box.batch_dir / batch / "b.json").mkdir()
+
+    assert [item.key for item in box.read(batch)] == ["a.json"]
+    box.finish(batch, ["a.json"])
+    assert box.batches() == []
+    assert (box.rejected_dir / f"{batch}--b.json").is_dir()

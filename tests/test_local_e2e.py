@@ -22,7 +22,7 @@ from notify_pipeline.events import utcnow
 from notify_pipeline.registry import load_registry
 from notify_pipeline.signing import DkimKeyStore
 from notify_pipeline.sink import MaildirSink
-from tests.helpers import REGISTRY, request_dict
+from tests.helpers import REGISTRY, hostile_cases, request_dict
 
 TEST_SERVICE = "lookup-notices-test"
 _REGISTRY = load_registry(REGISTRY)
@@ -239,3 +239,30 @@ def test_request_for_a_malformed_body_still_gets_an_event(local, sink):
     [row] = local.events()
     assert (row["service"], row["message_id"], row["reason"]) == ("lookup-notices", "x",
                                                                   "malformed")
+
+
+def test_hostile_requests_are_rejected_and_never_stop_the_batch(local, sink, caplog):
+    cases = hostile_cases(local)
+    for body, _ in cases:
+        local.enqueue(body.encode())
+    for n in range(5):
+        local.enqueue(local.request(id=f"valid-{n}"))
+    (local.home / "inbox" / "folder.json").mkdir()  # not a file: skipped and reported
+    caplog.set_level("WARNING", logger="notify_pipeline.inbox.local")
+
+    summary = process_once(local.settings)
+
+    assert summary["delivered"] == 5, "every valid request beside them is delivered"
+    assert summary["rejected"] == dict(Counter(reason for _, reason in cases))
+    assert {r["message_id"] for r in local.events("event_type = 'delivery'")} == {
+        f"valid-{n}" for n in range(5)}
+    assert local.events("event_type = 'failure'") == []
+    by_id = {r["message_id"]: r["reason"] for r in local.events("event_type = 'reject'")}
+    for body, reason in cases:
+        request_id = json.loads(body)["id"] if reason != "malformed" else None
+        if request_id:
+            assert by_id[request_id] == reason, request_id
+    assert len(list((local.home / "rejected").glob("*.json"))) == len(cases)
+    assert (local.home / "inbox" / "folder.json").is_dir(), "left where it is"
+    assert "folder.json" in caplog.text and "not a file" in caplog.text
+    assert process_once(local.settings)["requests"] == 0, "and it never becomes a request"

@@ -238,3 +238,70 @@ def test_date_keeps_its_offset_and_must_be_aware() -> None:
 def test_envelope_without_body_is_refused() -> None:
     with pytest.raises(ValueError, match="text or html"):
         rendered(envelope(text=None))
+
+
+# Caller text that holds RFC 2047 encoded words: CPython before 3.11.10 / 3.12.5 decodes them
+# while building the header and folds any CR/LF they decode to into real header lines.
+SMUGGLING = [
+    "=?utf-8?q?hi=0D=0ABcc:_victim@example.org?=",
+    "x =?utf-8?b?aGkNCkZyb206IGV2aWxAZXhhbXBsZS5vcmc=?= y",  # "hi\r\nFrom: evil@example.org"
+    "=?utf-8?q?a=0AX-Injected:_1?= =?utf-8?q?b=0D=0A=0D=0Abody?=",
+    "=?utf-8?q?caf=C3=A9?=",  # harmless, and still kept literal
+]
+OWN_HEADERS = ["From", "To", "Subject", "Date", "Message-ID", "MIME-Version", "Content-Type",
+               "Content-Transfer-Encoding"]
+
+
+def header_names(block: str) -> list[str]:
+    return [line.partition(":")[0] for line in block.split("\r\n")]
+
+
+def part_header_blocks(data: bytes) -> list[str]:
+    """The unfolded header block of every MIME part below the top level."""
+    boundary = parsed(data).get_boundary()
+    assert boundary
+    chunks = data.split(f"--{boundary}\r\n".encode())[1:]
+    return [re.sub(r"\r\n(?=[ \t])", "", c.split(b"\r\n\r\n", 1)[0].decode("ascii"))
+            for c in chunks]
+
+
+@pytest.mark.parametrize("text", SMUGGLING)
+def test_encoded_words_in_the_subject_stay_literal(text: str) -> None:
+    data = rendered(envelope(subject=text))
+    assert sorted(header_names(header_block(data))) == sorted(OWN_HEADERS)
+    assert parsed(data)["Subject"] == text
+
+
+@pytest.mark.parametrize("text", SMUGGLING)
+def test_encoded_words_in_a_custom_header_stay_literal(text: str) -> None:
+    data = rendered(envelope(headers=(("X-Campaign", text),)))
+    assert sorted(header_names(header_block(data))) == sorted([*OWN_HEADERS, "X-Campaign"])
+    assert parsed(data)["X-Campaign"] == text
+
+
+@pytest.mark.parametrize("text", SMUGGLING)
+def test_encoded_words_in_the_display_name_stay_literal(text: str) -> None:
+    data = rendered(envelope(from_display=text))
+    assert sorted(header_names(header_block(data))) == sorted(OWN_HEADERS)
+    display, addr = parseaddr(raw_header(data, "From"))
+    assert (rfc2047_decoded(display), addr) == (text, "lookup+alerts@notify.example.org")
+
+
+@pytest.mark.parametrize("text", [*SMUGGLING, "a" * 120 + SMUGGLING[0], SMUGGLING[0] + "é.txt"])
+def test_encoded_words_in_a_filename_stay_literal(text: str) -> None:
+    data = rendered(envelope(attachments=(Attachment(text, "text/plain", b"x"),)))
+    [_, attachment] = part_header_blocks(data)
+    assert sorted(header_names(attachment)) == [
+        "Content-Disposition", "Content-Transfer-Encoding", "Content-Type"]
+    assert all(len(line) <= 78 for line in data.split(b"\r\n") if b"filename" in line)
+    [part] = parsed(data).iter_attachments()
+    assert part.get_filename() == text
+
+
+def test_ordinary_custom_headers_render_as_before() -> None:
+    """Byte for byte what the stdlib folder writes, so signatures of ordinary mail are stable."""
+    value = "weekly, with a long tail of words " * 4
+    data = rendered(envelope(headers=(("X-Campaign", value),)))
+    stdlib = EmailMessage(policy=default.clone(linesep="\r\n"))
+    stdlib["X-Campaign"] = value
+    assert stdlib.as_bytes().rstrip(b"\r\n") in data

@@ -21,7 +21,7 @@ from notify_pipeline.errors import AmbiguousHandoffError, RetryableDeliveryError
 from notify_pipeline.events import utcnow
 from notify_pipeline.inbox.local import LocalInbox
 from tests.conftest import LocalDeployment
-from tests.helpers import make_harness
+from tests.helpers import hostile_cases, make_harness
 
 
 class SlowParallelTransport(Transport):
@@ -128,3 +128,22 @@ def test_an_ambiguous_hand_off_among_parallel_ones_is_recorded_not_retried(
     reasons = {e.message_id: e.reason for _seq, e in harness.ledger.pending_events(100)
                if e.event_type == "failure"}
     assert set(reasons) == {"m02"} and reasons["m02"].startswith("ambiguous_handoff")
+
+
+def test_each_hostile_request_is_one_reject_beside_delivered_ones(local: LocalDeployment) -> None:
+    """Each case in a batch of its own, between two valid requests."""
+    harness = make_harness(local)
+    inbox = LocalInbox(local.home)
+    for n, (body, reason) in enumerate(hostile_cases(local)):
+        local.enqueue(local.request(id=f"before-{n}"))
+        local.enqueue(body.encode())
+        local.enqueue(local.request(id=f"after-{n}"))
+        batch_id = inbox.stage(max_items=1000, max_age_seconds=0, now=utcnow())
+        assert batch_id is not None
+
+        summary = harness.run(inbox, batch_id)
+
+        case = body[:120]
+        assert (summary.delivered, summary.failed) == (2, 0), case
+        assert summary.rejected == Counter({reason: 1}), case
+        assert not inbox.batches(), case

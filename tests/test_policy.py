@@ -121,3 +121,85 @@ def test_suppression_split_is_case_blind():
     kept, gone = split_suppressed(["A@Example.org", "b@example.org"], {"a@example.org"})
     assert kept == ("b@example.org",)
     assert gone == ("A@Example.org",)
+
+
+CONTROLS = ["\x0b", "\x0c", "\x1b", "\x7f", "\x85", "\x9b", "\u2028", "\u2029", "\x01", "\x1e"]
+ENCODED_BREAKS = [
+    "=?utf-8?q?hi=0D=0ABcc:_victim@example.org?=",
+    "=?UTF-8?B?aGkNCkJjYzogdmljdGltQGV4YW1wbGUub3Jn?=",
+    "=?iso-8859-1?q?a=85b?=",  # NEL, a C1 control in latin-1
+    "=?utf-8*en?q?a=0Ab?=",  # RFC 2231 language tag
+    "=?x-unknown?q?a=0Db?=",
+    "x =?utf-8?b?aGkK?= y",  # LF
+    "=?utf-8?b?aGkK=?=",  # base64 with a stray character
+]
+
+
+@pytest.mark.parametrize("control", CONTROLS)
+@pytest.mark.parametrize("field", ["subject", "header", "filename", "to"])
+def test_control_characters_in_header_bound_fields_are_header_injection(registry, control, field):
+    text = f"a{control}b"
+    overrides = {
+        "subject": {"subject": text},
+        "header": {"headers": {"X-Campaign": text}},
+        "filename": {"attachments": [{"filename": text, "content_type": "text/plain",
+                                      "content_base64": ""}]},
+        "to": {"to": [f"a{control}b@example.org"]},
+    }[field]
+    assert reason_for(registry, **overrides) is RejectReason.HEADER_INJECTION
+
+
+@pytest.mark.parametrize("encoded", ENCODED_BREAKS)
+@pytest.mark.parametrize("field", ["subject", "header", "filename"])
+def test_encoded_words_that_decode_to_controls_are_header_injection(registry, encoded, field):
+    overrides = {
+        "subject": {"subject": encoded},
+        "header": {"headers": {"X-Campaign": encoded}},
+        "filename": {"attachments": [{"filename": encoded, "content_type": "text/plain",
+                                      "content_base64": ""}]},
+    }[field]
+    with pytest.raises(RequestRejected) as info:
+        envelope_for(registry, **overrides)
+    assert info.value.reason is RejectReason.HEADER_INJECTION
+    assert "encoded word" in info.value.message
+
+
+def test_tabs_and_harmless_encoded_words_pass(registry):
+    env = envelope_for(registry, subject="a\tb =?utf-8?q?caf=C3=A9?=",
+                       headers={"X-Campaign": "=?utf-8?b?aGk=?= =?utf-8?b?4oKs?="})  # "hi €"
+    assert env.subject == "a\tb =?utf-8?q?caf=C3=A9?="
+
+
+@pytest.mark.parametrize("address", ["用户@example.org", "=?utf-8?q?abc?=@example.org"])
+@pytest.mark.parametrize("field", ["to", "cc", "bcc", "reply_to"])
+def test_addresses_a_header_cannot_carry_are_malformed_at_policy_time(registry, address, field):
+    with pytest.raises(RequestRejected) as info:
+        envelope_for(registry, **{field: [address]})
+    assert info.value.reason is RejectReason.MALFORMED
+    assert f"{field}[0]" in info.value.message
+
+
+def test_international_domains_are_sent_in_their_ascii_form(registry):
+    env = envelope_for(registry, to=["anna@bücher.example"], cc=["Bob@Example.org"])
+    assert env.to == ("anna@xn--bcher-kva.example",)
+    assert env.cc == ("Bob@Example.org",), "ASCII addresses stay exactly as written"
+
+
+@pytest.mark.parametrize(("address", "allowed"), [
+    ("tester@example.org", True),
+    ("tester@EXAMPLE.org", True),
+    ("Tester@example.org", False),
+    ("TESTER@EXAMPLE.ORG", False),
+])
+def test_allow_list_compares_domains_case_blind_and_local_parts_as_written(
+    registry, address, allowed
+):
+    service = registry["lookup-notices-test"]
+    build = lambda: envelope_for(registry, service="lookup-notices-test",  # noqa: E731
+                                 to=[address], identity_token=f"good:{service.service_accounts[0]}")
+    if allowed:
+        assert build().to == (address,)
+    else:
+        with pytest.raises(RequestRejected) as info:
+            build()
+        assert info.value.reason is RejectReason.RECIPIENT_NOT_ALLOWED

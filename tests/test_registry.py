@@ -322,9 +322,13 @@ def test_sending_domain_follows_use_testing_domain(service: Service) -> None:
     assert testing.sending_domain(MAIN, TESTING) == TESTING
 
 
-def test_allows_recipient_is_case_insensitive(service: Service) -> None:
-    assert service.allows_recipient("alice@example.org")
-    assert service.allows_recipient("BOB@EXAMPLE.ORG")
+def test_allows_recipient_compares_domains_case_blind_and_local_parts_as_written(
+    service: Service,
+) -> None:
+    assert service.allows_recipient("Alice@example.ORG")
+    assert service.allows_recipient("bob@EXAMPLE.org")
+    assert not service.allows_recipient("alice@example.org"), "only Alice is listed"
+    assert not service.allows_recipient("BOB@example.org"), "only bob is listed"
     assert not service.allows_recipient("mallory@example.org")
 
 

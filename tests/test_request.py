@@ -47,6 +47,35 @@ def test_schema_violations_are_malformed_and_name_the_field(overrides, fragment)
     assert fragment in err.message
 
 
+ATTACHMENT = {"filename": "a.txt", "content_type": "text/plain", "content_base64": ""}
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("version", True), ("version", 1.0), ("version", "1"), ("version", [1]),
+        ("id", 1), ("service", True), ("identity_token", 5), ("from_tag", 1),
+        ("to", ["alice@example.org", 1]), ("cc", [True]), ("bcc", [None]), ("reply_to", [{}]),
+        ("subject", True), ("subject", 1.5), ("text", 1), ("html", False),
+        ("headers", {"X-A": 1}), ("headers", {"X-A": None}), ("tags", {"k": 1}),
+        ("tags", {"k": True}), ("attachments", [{**ATTACHMENT, "filename": 1}]),
+        ("attachments", [{**ATTACHMENT, "content_type": True}]),
+        ("attachments", [{**ATTACHMENT, "content_base64": 0}]),
+    ],
+)
+def test_types_are_strict_throughout(field, value):
+    err = rejected(request_bytes(**{field: value}))
+    assert err.reason is RejectReason.MALFORMED
+    assert field in err.message
+
+
+@pytest.mark.parametrize("token", [None, ""])
+def test_a_missing_or_empty_token_parses_and_is_left_to_identity(token):
+    body = json.dumps({k: v for k, v in request_dict(identity_token=token).items()
+                       if token is not None or k != "identity_token"}).encode()
+    assert not parse_request(body).identity_token
+
+
 @pytest.mark.parametrize("body", [b"not json", b"[1, 2]", b"\xff\xfe", b""])
 def test_non_object_bodies_are_malformed(body):
     assert rejected(body).reason is RejectReason.MALFORMED

@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import heapq
+import logging
 import os
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ from notify_pipeline.inbox.base import Inbox, InboxItem
 from notify_pipeline.request import redact_token
 
 STAGING_PREFIX = ".staging-"
+_log = logging.getLogger(__name__)
 
 
 class LocalInbox(Inbox):
@@ -40,11 +42,15 @@ class LocalInbox(Inbox):
         try:
             with os.scandir(self.inbox_dir) as entries:
                 for entry in entries:
-                    if entry.name.endswith(".json") and not entry.name.startswith("."):
-                        try:
-                            yield entry.stat().st_mtime_ns, entry.name
-                        except FileNotFoundError:
+                    if not entry.name.endswith(".json") or entry.name.startswith("."):
+                        continue
+                    try:
+                        if not entry.is_file():
+                            _log.warning("inbox: skipped %r, which is not a file", entry.name)
                             continue
+                        yield entry.stat().st_mtime_ns, entry.name
+                    except FileNotFoundError:
+                        continue
         except FileNotFoundError:
             return
 
@@ -119,10 +125,23 @@ class LocalInbox(Inbox):
         for path in sorted(folder.iterdir()):
             if path.name.startswith("."):
                 continue
-            stat = path.stat()
+            try:
+                stat, body = path.stat(), path.read_bytes()
+            except (IsADirectoryError, PermissionError) as exc:
+                self._set_aside(batch_id, path, exc)
+                continue
             received = datetime.fromtimestamp(stat.st_mtime_ns / 1e9, tz=UTC)
-            yield InboxItem(key=path.name, body=path.read_bytes(), received_at=received,
+            yield InboxItem(key=path.name, body=body, received_at=received,
                             arrival=f"{path.name}@{stat.st_mtime_ns}")
+
+    def _set_aside(self, batch_id: str, path: Path, exc: OSError) -> None:
+        """An entry that cannot be read as a request (a directory staged before non-files were
+        skipped, an unreadable file) would keep the batch open for ever: it moves to
+        `rejected/`, reported, and the rest of the batch goes on."""
+        self.rejected_dir.mkdir(parents=True, exist_ok=True)
+        path.rename(self.rejected_dir / f"{batch_id}--{path.name}")
+        _log.warning("batch %s: moved %r to rejected/: %s", batch_id, path.name,
+                     type(exc).__name__)
 
     def finish(self, batch_id: str, keys: Sequence[str]) -> None:
         folder = self.batch_dir / batch_id

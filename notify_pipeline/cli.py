@@ -17,7 +17,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from notify_pipeline.errors import ConfigError, NotifyError
+from notify_pipeline.configuration import load_settings
+from notify_pipeline.errors import ConfigError, ConfigErrors, NotifyError
 from notify_pipeline.settings import Profile, Settings
 
 if TYPE_CHECKING:
@@ -28,7 +29,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.handler(args, Settings()))
+        settings = load_settings()
+    except ConfigErrors as exc:
+        print(f"notify: the configuration has {len(exc.problems)} problem(s):", file=sys.stderr)
+        print(exc, file=sys.stderr)
+        return 2
+    try:
+        return int(args.handler(args, settings))
     except NotifyError as exc:
         print(f"notify: {exc}", file=sys.stderr)
         return 2

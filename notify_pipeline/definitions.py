@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from notify_pipeline.configuration import load_settings
 from notify_pipeline.jobs import deliver_batch, delivery_worker, record_provider_events
 from notify_pipeline.profiles import resources_for
 from notify_pipeline.sensors.inbox import inbox_sensor
@@ -28,5 +29,8 @@ def build_definitions(settings: Settings) -> dg.Definitions:
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    """Loaded by `dagster dev` / the code server; settings are read here, not at import."""
-    return build_definitions(Settings())
+    """Loaded by `dagster dev` / the code server; settings are read here, not at import.
+
+    A misconfigured deployment fails to load with `ConfigErrors`, one sentence per problem.
+    """
+    return build_definitions(load_settings())

@@ -59,8 +59,16 @@ def test_token_prints_a_token_the_pipeline_accepts(local, capsys):
     assert verifier.verify(out.strip(), received_at=utcnow()).email == PROD_ACCOUNT
 
 
+# A gcp profile configured enough to start (its emulator addresses are never contacted here).
+GCP_ENV = {"NOTIFY_PROFILE": "gcp", "NOTIFY_GCP_PROJECT": "p", "NOTIFY_GCS_BUCKET": "b",
+           "NOTIFY_LEDGER_DSN": "postgresql://u@127.0.0.1:1/db",
+           "STORAGE_EMULATOR_HOST": "http://127.0.0.1:1",
+           "NOTIFY_BIGQUERY_ENDPOINT": "http://127.0.0.1:1"}
+
+
 def test_token_is_refused_outside_the_local_profile(local, capsys, monkeypatch):
-    monkeypatch.setenv("NOTIFY_PROFILE", "gcp")
+    for key, value in GCP_ENV.items():
+        monkeypatch.setenv(key, value)
     code, _, err = run(capsys, "token", "--service-account", PROD_ACCOUNT)
     assert code == 2
     assert "NOTIFY_PROFILE" in err
@@ -146,3 +154,75 @@ def test_process_runs_the_local_sink_itself_when_none_is_running(local, capsys):
     assert json.loads(out)["delivered"] == 1
     assert "running the local sink for this pass" in err
     assert len(local.maildir()) == 1
+
+
+def notify(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
+    """Run the installed `notify` command as a user would, in a clean environment."""
+    command = Path(sys.executable).with_name("notify")
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("NOTIFY_", "GOOGLE_", "DAGSTER_"))}
+    return subprocess.run([str(command), *argv], env={**clean, **env},
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("argv", [["registry", "validate"], ["dns-records"], ["process"],
+                                  ["token", "--service-account", PROD_ACCOUNT]])
+def test_every_configuration_problem_is_one_sentence_exit_2(local, argv):
+    env = {**local.env, "NOTIFY_PROFILE": "GCP", "NOTIFY_BATCH_MAX_SIZE": "abc",
+           "NOTIFY_SMTP_PORT": "-"}
+    result = notify(env, *argv)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert ("NOTIFY_PROFILE: 'GCP' is not allowed; allowed: one of local, gcp (default local)"
+            in lines)
+    assert ("NOTIFY_BATCH_MAX_SIZE: 'abc' is not allowed; allowed: a whole number, at least 1"
+            " (default 2000)") in lines
+    assert any(line.startswith("NOTIFY_SMTP_PORT: '-' is not allowed") for line in lines)
+
+
+def test_an_unconfigured_gcp_profile_lists_everything_it_needs(local, tmp_path):
+    env = {**local.env, "NOTIFY_PROFILE": "gcp", "HOME": str(tmp_path),
+           "NOTIFY_INBOX": "pubsub"}
+    result = notify(env, "process")
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    named = {line.split(":")[0] for line in result.stderr.splitlines()[1:]}
+    assert named == {"NOTIFY_GCP_PROJECT", "NOTIFY_LEDGER_DSN", "NOTIFY_GCS_BUCKET",
+                     "NOTIFY_PUBSUB_SUBSCRIPTION", "GOOGLE_APPLICATION_CREDENTIALS"}
+    assert "DefaultCredentialsError" not in result.stderr
+
+
+def test_a_missing_key_file_is_named(local, tmp_path):
+    env = {**local.env, **GCP_ENV, "GOOGLE_APPLICATION_CREDENTIALS": str(tmp_path / "nope.json")}
+    result = notify(env, "dns-records")
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[1:] == [
+        f"GOOGLE_APPLICATION_CREDENTIALS: {tmp_path / 'nope.json'} is not a file; allowed: the"
+        " path of a service-account key file"]
+
+
+def test_a_home_under_a_missing_folder_is_refused_and_nothing_is_created(local, tmp_path):
+    home = tmp_path / "typo" / "home"
+    result = notify({**local.env, "NOTIFY_HOME": str(home)}, "token", "--service-account",
+                    PROD_ACCOUNT)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[1].startswith(f"NOTIFY_HOME: {home}: its parent folder")
+    assert not (tmp_path / "typo").exists()
+
+
+def test_a_new_home_in_an_existing_folder_is_created(local):
+    result = notify(local.env, "token", "--service-account", PROD_ACCOUNT)
+    assert result.returncode == 0, result.stderr
+    assert local.settings.keys_dir.is_dir()
+
+
+def test_dagster_refuses_to_load_a_misconfigured_deployment(local, monkeypatch):
+    from notify_pipeline.definitions import defs
+    from notify_pipeline.errors import ConfigErrors
+
+    monkeypatch.setenv("NOTIFY_BATCH_MAX_AGE_SECONDS", "soon")
+    with pytest.raises(ConfigErrors) as info:
+        defs()
+    assert str(info.value) == ("NOTIFY_BATCH_MAX_AGE_SECONDS: 'soon' is not allowed; allowed: a"
+                               " number, at least 0 (default 1.0)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -12,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -41,59 +43,94 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Shows a flag's default when it has a meaningful one (argparse's own formatter would also
+    print "(default: None)" for every optional flag)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default not in (None, False, [], argparse.SUPPRESS) and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="notify", description=__doc__)
+    parser = argparse.ArgumentParser(prog="notify", description=__doc__,
+                                     formatter_class=_HelpFormatter, epilog=_EPILOG)
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    reg = sub.add_parser("registry", help="check the service registry").add_subparsers(
+    def command(name: str, help: str, parent: Any = sub) -> argparse.ArgumentParser:
+        made: argparse.ArgumentParser = parent.add_parser(
+            name, help=help, description=help[0].upper() + help[1:] + ".",
+            formatter_class=_HelpFormatter,
+        )
+        return made
+
+    reg = command("registry", "check the service registry").add_subparsers(
         required=True, metavar="ACTION"
     )
-    validate = reg.add_parser("validate", help="exit 0 when valid; 1 listing every error")
-    validate.add_argument("directory", nargs="?", type=Path)
+    validate = command("validate", "exit 0 when valid; 1 listing every error", reg)
+    validate.add_argument("directory", nargs="?", type=Path,
+                          help="the registry folder (default: $NOTIFY_REGISTRY, else registry/)")
     validate.set_defaults(handler=cmd_registry_validate)
-    schema = reg.add_parser("schema", help="print the registry JSON schema (or --write it)")
-    schema.add_argument("--write", type=Path, metavar="PATH")
+    schema = command("schema", "print the registry JSON schema (or --write it)", reg)
+    schema.add_argument("--write", type=Path, metavar="PATH", help="write the schema to PATH")
     schema.set_defaults(handler=cmd_registry_schema)
 
-    token = sub.add_parser("token", help="local profile: print a signed ID token")
-    token.add_argument("--service-account", required=True)
-    token.add_argument("--audience")
+    token = command("token", "local profile: print a signed ID token")
+    token.add_argument("--service-account", required=True, metavar="EMAIL",
+                       help="the service account the token names (its `email` claim)")
+    token.add_argument("--audience", help="the `aud` claim (default: the deployment's audience,"
+                       " $NOTIFY_AUDIENCE or https://$NOTIFY_DOMAIN)")
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
     token.set_defaults(handler=cmd_token)
 
-    dns = sub.add_parser("dns-records", help="SPF, DKIM and DMARC records to publish, as JSON")
+    dns = command("dns-records", "SPF, DKIM and DMARC records to publish, as JSON")
     dns.set_defaults(handler=cmd_dns_records)
 
-    enqueue = sub.add_parser("enqueue", help="put one send request on the local inbox")
-    enqueue.add_argument("--service", required=True)
-    enqueue.add_argument("--to", action="append", required=True, metavar="ADDR")
-    enqueue.add_argument("--cc", action="append", default=[], metavar="ADDR")
-    enqueue.add_argument("--bcc", action="append", default=[], metavar="ADDR")
-    enqueue.add_argument("--reply-to", action="append", default=[], metavar="ADDR")
-    enqueue.add_argument("--subject", required=True)
+    enqueue = command("enqueue", "put one send request on the local inbox")
+    enqueue.add_argument("--service", required=True, help="the registered service sending it")
+    enqueue.add_argument("--to", action="append", required=True, metavar="ADDR",
+                         help="a recipient; repeat for more")
+    enqueue.add_argument("--cc", action="append", default=[], metavar="ADDR",
+                         help="a Cc recipient; repeat for more")
+    enqueue.add_argument("--bcc", action="append", default=[], metavar="ADDR",
+                         help="a Bcc recipient; repeat for more")
+    enqueue.add_argument("--reply-to", action="append", default=[], metavar="ADDR",
+                         help="a Reply-To address (if the service enables it); repeat for more")
+    enqueue.add_argument("--subject", required=True, help="the subject line")
     body = enqueue.add_mutually_exclusive_group(required=True)
-    body.add_argument("--text")
-    body.add_argument("--html")
+    body.add_argument("--text", help="a plain-text body")
+    body.add_argument("--html", help="an HTML body (a text part is derived from it)")
     enqueue.add_argument("--id", help="idempotency key (default: a random one)")
-    enqueue.add_argument("--from-tag")
+    enqueue.add_argument("--from-tag", metavar="TAG",
+                         help="sender tag: mail comes from <local part>+TAG@<domain>")
     who = enqueue.add_mutually_exclusive_group()
-    who.add_argument("--service-account", help="mint a token for this account (local profile)")
-    who.add_argument("--token", help="an ID token obtained elsewhere")
+    who.add_argument("--service-account", metavar="EMAIL", help="mint a token for this account"
+                     " (local profile; default: the service's first registered account)")
+    who.add_argument("--token", help="an ID token obtained elsewhere; no registry check is made")
     enqueue.set_defaults(handler=cmd_enqueue)
 
-    sink = sub.add_parser("sink", help="run the local SMTP sink (Maildir under $NOTIFY_HOME/mail)")
-    sink.add_argument("--port", type=int)
+    sink = command("sink", "run the local SMTP sink (Maildir under $NOTIFY_HOME/mail)")
+    sink.add_argument("--port", type=int, help="port to listen on (default: $NOTIFY_SMTP_PORT)")
     sink.add_argument("--simulate", action="store_true",
                       help="refuse bounce*@ (550) and defer*@ (451) recipients, for testing")
     sink.set_defaults(handler=cmd_sink)
 
-    process = sub.add_parser("process", help="drain every source once, in process; print JSON")
+    process = command("process", "drain every source once, in process; print JSON")
+    process.add_argument("--verbose", action="store_true",
+                         help="also print Dagster's own run log (debug lines) and warnings")
     process.set_defaults(handler=cmd_process)
 
-    up = sub.add_parser("up", help="local profile: run the SMTP sink and `dagster dev` together")
+    up = command("up", "local profile: run the SMTP sink and `dagster dev` together")
     up.add_argument("--port", type=int, default=3000, help="Dagster UI port")
     up.set_defaults(handler=cmd_up)
     return parser
+
+
+_EPILOG = """\
+configuration comes from NOTIFY_* environment variables (see the README); a problem with them
+is reported as `VARIABLE: what is wrong; allowed: ...` with exit code 2."""
 
 
 def cmd_registry_validate(args: argparse.Namespace, settings: Settings) -> int:
@@ -182,9 +219,11 @@ def _token_for(args: argparse.Namespace, settings: Settings) -> str:
 
     account = args.service_account
     if account is None:
-        service = load_registry(settings.registry).get(args.service)
+        registry = load_registry(settings.registry)
+        service = registry.get(args.service)
         if service is None:
-            raise ConfigError("--service", f"no service {args.service!r} is registered")
+            raise ConfigError("--service", registry.unknown_service(args.service)
+                              + "; pass --token to enqueue it anyway")
         account = service.service_accounts[0]
     token: str = _local_issuer(settings).mint(
         service_account=account, audience=settings.deployment_audience
@@ -205,9 +244,31 @@ def cmd_sink(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_process(args: argparse.Namespace, settings: Settings) -> int:
-    with _sink_if_needed(settings):
-        print(json.dumps(process_once(settings), indent=2, sort_keys=True))
+    with _sink_if_needed(settings), _quiet_unless(args.verbose):
+        totals = process_once(settings, log_level="DEBUG" if args.verbose else "ERROR")
+    print(json.dumps(totals, indent=2, sort_keys=True))
     return 0
+
+
+@contextmanager
+def _quiet_unless(verbose: bool) -> Iterator[None]:
+    """Our own warnings (one line per rejection, say) on stderr; Dagster's run log and its
+    API-stability warnings only with --verbose."""
+    import dagster as dg
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("notify: %(message)s"))
+    ours = logging.getLogger("notify_pipeline")
+    ours.addHandler(handler)
+    ours.setLevel(logging.INFO if verbose else logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            if not verbose:
+                warnings.simplefilter("ignore", dg.BetaWarning)
+                warnings.simplefilter("ignore", dg.PreviewWarning)
+            yield
+    finally:
+        ours.removeHandler(handler)
 
 
 @contextmanager
@@ -233,11 +294,14 @@ def _listening(host: str, port: int) -> bool:
         return False
 
 
-def process_once(settings: Settings, *, max_rounds: int = 1000) -> dict[str, Any]:
+def process_once(
+    settings: Settings, *, max_rounds: int = 1000, log_level: str = "DEBUG"
+) -> dict[str, Any]:
     """One pass over every configured source: evaluate each sensor of the profile and run every
     run it asks for to completion, in process, until it asks for nothing new.
 
     A pass takes each batch at most once: a batch handed back for a retry waits for the next.
+    `log_level` is that of the runs' Dagster console log.
     """
     import dagster as dg
 
@@ -270,8 +334,10 @@ def process_once(settings: Settings, *, max_rounds: int = 1000) -> dict[str, Any
                     break
                 for request in fresh:
                     seen.add(_work_of(request))
+                    config = {**request.run_config,
+                              "loggers": {"console": {"config": {"log_level": log_level}}}}
                     outcome = job.execute_in_process(
-                        run_config=request.run_config, instance=instance, tags=request.tags
+                        run_config=config, instance=instance, tags=request.tags
                     )
                     _tally(outcome, totals)
     totals.events += _flush_leftovers(drain)

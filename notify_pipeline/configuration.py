@@ -38,6 +38,9 @@ def load_settings() -> Settings:
 def check_settings(settings: Settings) -> list[ConfigError]:
     """Problems that no single value shows: the home folder, the gcp profile's requirements."""
     problems = _home_problems(settings.home)
+    if not settings.registry.is_dir():
+        problems.append(ConfigError("NOTIFY_REGISTRY", f"{settings.registry} is not a folder;"
+                                    " allowed: the folder holding the services' .yaml files"))
     if settings.profile is Profile.GCP:
         problems += _gcp_problems(settings)
     return problems

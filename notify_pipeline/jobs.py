@@ -57,8 +57,6 @@ def deliver(
             )
     finally:
         book.close()
-    for example in summary.reject_examples:
-        context.log.warning(f"rejected {example}")
     _tag_run(context, summary)
     return dg.Output(summary.as_dict(), metadata=_metadata(summary))
 
@@ -109,8 +107,6 @@ def work_inbox(
                                   {OWNER_TAG: owner, ENDS_AT_TAG: f"{ends_at:.0f}"})
 
     def log_batch(summary: BatchSummary) -> None:
-        for example in summary.reject_examples:
-            context.log.warning(f"rejected {example}")
         context.log.info(f"batch {summary.batch_id}: {json.dumps(summary.as_dict())}")
 
     totals = run_worker(

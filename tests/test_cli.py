@@ -226,3 +226,68 @@ def test_dagster_refuses_to_load_a_misconfigured_deployment(local, monkeypatch):
         defs()
     assert str(info.value) == ("NOTIFY_BATCH_MAX_AGE_SECONDS: 'soon' is not allowed; allowed: a"
                                " number, at least 0 (default 1.0)")
+
+
+def _subcommands(parser=None, prefix=()):
+    """Every leaf subcommand of the parser, as argv prefixes."""
+    import argparse
+
+    from notify_pipeline.cli import _parser
+
+    parser = parser or _parser()
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                found += _subcommands(child, (*prefix, name)) or [(*prefix, name)]
+    return found
+
+
+@pytest.mark.parametrize("argv", _subcommands())
+def test_every_subcommand_and_flag_has_help(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([*argv, "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    flags = [line.split()[0] for line in out.splitlines() if line.startswith("  -")]
+    assert flags, out
+    for line in out.split("\n  -")[1:]:
+        assert len(line.split()) > 2, f"{argv}: a flag without help: -{line}"
+
+
+def test_help_shows_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["up", "--help"])
+    assert "Dagster UI port (default: 3000)" in capsys.readouterr().out
+
+
+def test_an_unknown_service_names_the_registered_ones_and_the_closest(local, capsys):
+    code, out, err = run(capsys, "enqueue", "--service", "lookup-notice", "--to",
+                         "alice@example.org", "--subject", "Hi", "--text", "x")
+    assert code == 2
+    assert out == ""
+    assert "did you mean 'lookup-notices' or 'lookup-notices-test'?" in err
+    assert "(registered: hr-reminders, lookup-notices, lookup-notices-test)" in err
+    assert not list(local.settings.inbox_dir.glob("*.json"))
+
+
+def test_readme_bad_request_example_works_as_written(local, sink):
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("Try a bad request", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    results = [notify(local.env, *line.split()[1:]) for line in block.splitlines()]
+    assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
+    assert json.loads(results[-1].stdout)["rejected"] == {"unknown_service": 1}
+    assert "unknown_service: no service 'nobody' is registered" in results[-1].stderr
+    assert len(list((local.home / "rejected").glob("*.reason"))) == 1
+
+
+def test_process_is_quiet_unless_verbose(local, sink):
+    local.enqueue(local.request())
+    quiet = notify(local.env, "process")
+    assert quiet.returncode == 0
+    assert json.loads(quiet.stdout)["delivered"] == 1
+    assert "DEBUG" not in quiet.stderr and "Warning" not in quiet.stderr
+    local.enqueue(local.request())
+    loud = notify(local.env, "process", "--verbose")
+    assert loud.returncode == 0
+    assert "DEBUG - deliver_batch" in loud.stderr

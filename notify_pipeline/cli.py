@@ -316,7 +316,7 @@ def process_once(
     totals = Totals()
     with _instance() as instance:
         for sensor in defs.sensors or []:
-            if sensor.name == delivery_worker_sensor.name:
+            if sensor.name == delivery_worker_sensor.name or not sensor.has_jobs:
                 continue  # a pass runs each batch itself; a worker run would outlive it
             job = defs.resolve_job_def(str(sensor.job_name))
             cursor: str | None = None

@@ -9,13 +9,14 @@ from notify_pipeline.jobs import deliver_batch, delivery_worker, record_provider
 from notify_pipeline.profiles import resources_for
 from notify_pipeline.sensors.inbox import inbox_sensor
 from notify_pipeline.sensors.provider_events import provider_events_sensor
+from notify_pipeline.sensors.registry import registry_sensor
 from notify_pipeline.sensors.worker import delivery_worker_sensor
 from notify_pipeline.settings import Settings
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
     resources = resources_for(settings)
-    sensors = [inbox_sensor]
+    sensors = [inbox_sensor, registry_sensor]
     if settings.delivery_worker:
         sensors.append(delivery_worker_sensor)
     if "provider_events" in resources:

@@ -122,6 +122,7 @@ def work_inbox(
         poll_seconds=deployment.worker_poll_seconds,
         max_seconds=deployment.worker_max_seconds,
         on_batch=log_batch,
+        current_registry=registry.load,
     )
     data = totals.as_dict()
     meta: dict[str, Any] = {

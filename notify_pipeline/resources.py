@@ -29,7 +29,8 @@ from notify_pipeline.ledger.sqlite import SqliteLedger
 from notify_pipeline.policy import Domains
 from notify_pipeline.provider_events.sns import CertificateFetcher, SnsVerifier
 from notify_pipeline.provider_events.sqs import SqsEventSource
-from notify_pipeline.registry import Registry, load_registry
+from notify_pipeline.registry import Registry
+from notify_pipeline.registry_watch import RegistryWatch
 from notify_pipeline.signing import DkimKeyStore, DkimSigner
 from notify_pipeline.warehouse.base import Warehouse
 from notify_pipeline.warehouse.bigquery import BigQueryWarehouse
@@ -63,15 +64,21 @@ class DeploymentResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
 
 class RegistryResource(dg.ConfigurableResource):  # type: ignore[type-arg]
-    """The service registry folder; loaded (and validated as a whole) once per process."""
+    """The service registry folder, watched: a long-lived run picks up changes within
+    `check_seconds`, and a broken change keeps the last good registry in force."""
 
     path: str
-    _registry: Registry | None = PrivateAttr(default=None)
+    check_seconds: float = 1.0
+    _watch: RegistryWatch | None = PrivateAttr(default=None)
+
+    def watch(self) -> RegistryWatch:
+        if self._watch is None:
+            self._watch = RegistryWatch(Path(self.path), check_seconds=self.check_seconds)
+        return self._watch
 
     def load(self) -> Registry:
-        if self._registry is None:
-            self._registry = load_registry(Path(self.path))
-        return self._registry
+        """The registry in force (loaded and validated as a whole the first time)."""
+        return self.watch().current()
 
 
 class IdentityResource(dg.ConfigurableResource):  # type: ignore[type-arg]

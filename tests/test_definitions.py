@@ -21,7 +21,7 @@ def test_definitions_graph_snapshot(local):
     assert sorted(j.name for j in defs.resolve_all_job_defs()) == [
         "deliver_batch", "delivery_worker", "record_provider_events"]
     assert [s.name for s in defs.sensors or []] == [
-        "inbox_sensor", "delivery_worker_sensor"], "no provider events locally"
+        "inbox_sensor", "registry_sensor", "delivery_worker_sensor"], "no provider events locally"
     job = defs.resolve_job_def("deliver_batch")
     assert [n.name for n in job.nodes_in_topological_order] == ["deliver", "record_events"]
     worker = defs.resolve_job_def("delivery_worker")

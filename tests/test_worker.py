@@ -11,6 +11,7 @@ import email.policy
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -44,7 +45,7 @@ from notify_pipeline.sensors.worker import (
     HANDOVER_SECONDS,
     delivery_worker_sensor,
 )
-from tests.helpers import REPO
+from tests.helpers import REGISTRY, REPO
 
 FINISHED = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE,
             dg.DagsterRunStatus.CANCELED)
@@ -71,6 +72,7 @@ def worker_parts(local, **overrides: Any) -> Iterator[dict[str, Any]]:
             "warehouse": r.warehouse.open(),
             "max_items": settings.batch_max_size,
             "max_age_seconds": 0.0,
+            "current_registry": r.registry.load,
         }
 
 
@@ -128,6 +130,34 @@ def test_loop_delivers_each_request_once_as_it_arrives(local, sink):
     assert sorted(r["message_id"] for r in local.events("event_type = 'delivery'")) == [
         f"m{n}" for n in range(1, 6)]
     assert not LocalInbox(local.home).batches(), "nothing left staged"
+
+
+def test_a_service_registered_while_the_loop_runs_is_served_and_a_broken_change_is_not(
+        local, sink, tmp_path, caplog):
+    from tests.test_registry_watch import MY_APP
+
+    folder = tmp_path / "registry"
+    shutil.copytree(REGISTRY, folder)
+    account = "my-app@my-project.iam.gserviceaccount.com"
+    with worker_parts(local, registry=folder) as parts, caplog.at_level(logging.INFO):
+        loop = BackgroundWorker(parts, current_owner("loop"), poll_seconds=0.05,
+                                max_seconds=120)
+        enqueue(local, "m1")
+        wait_for(lambda: len(local.maildir()) == 1, 30, "the first")
+        (folder / "my-app.yaml").write_text(MY_APP)
+        wait_for(lambda: "registry_watch" in caplog.text, 10, "the reload")
+        local.enqueue(local.request(id="new", subject="new", service="my-app",
+                                    identity_token=local.token(account)))
+        wait_for(lambda: len(local.maildir()) == 2, 30, "the new service's message")
+        (folder / "hr-reminders.yaml").write_text("id: hr-reminders\n")
+        wait_for(lambda: "does not load" in caplog.text, 10, "the broken change's warning")
+        local.enqueue(local.request(id="new2", subject="new2", service="my-app",
+                                    identity_token=local.token(account)))
+        wait_for(lambda: len(local.maildir()) == 3, 30, "a message under the last good one")
+        totals = loop.join()
+    assert totals.delivered == 3 and not totals.rejected
+    assert caplog.text.count("does not load") == 1
+    assert "hr-reminders.yaml" in caplog.text
 
 
 def test_loop_returns_after_max_seconds(local, sink):
@@ -466,7 +496,7 @@ def test_worker_sensor_is_registered_unless_turned_off(local, monkeypatch):
     assert "delivery_worker_sensor" in [s.name for s in build_definitions(local.settings).sensors]
     monkeypatch.setenv("NOTIFY_DELIVERY_WORKER", "false")
     off = build_definitions(local.settings)
-    assert [s.name for s in off.sensors or []] == ["inbox_sensor"]
+    assert [s.name for s in off.sensors or []] == ["inbox_sensor", "registry_sensor"]
     assert "delivery_worker" in [j.name for j in off.resolve_all_job_defs()], "still launchable"
 
 

@@ -17,12 +17,14 @@ from notify_pipeline.settings import Settings
 def build_definitions(settings: Settings) -> dg.Definitions:
     resources = resources_for(settings)
     sensors = [inbox_sensor, registry_sensor]
+    jobs = [deliver_batch, delivery_worker]
     if settings.delivery_worker:
         sensors.append(delivery_worker_sensor)
-    if "provider_events" in resources:
+    if "provider_events" in resources:  # SES event notifications: the gcp profile only
         sensors.append(provider_events_sensor)
+        jobs.append(record_provider_events)
     return dg.Definitions(
-        jobs=[deliver_batch, delivery_worker, record_provider_events],
+        jobs=jobs,
         sensors=sensors,
         resources=resources,
     )

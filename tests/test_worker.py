@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
@@ -371,7 +372,8 @@ def test_delivery_worker_job_delivers_logs_each_batch_and_reports_totals(local, 
     local.enqueue(local.request(id="x", service="nobody"))
     settings = local.settings.model_copy(update={"batch_max_age_seconds": 0.0,
                                                  "worker_max_seconds": 2.0})
-    with dg.instance_for_test() as instance:
+    captured = {"python_logs": {"managed_python_loggers": ["notify_pipeline"]}}
+    with dg.instance_for_test(overrides=captured) as instance:
         started = time.time()
         result = delivery_worker.execute_in_process(resources=resources_for(settings),
                                                     instance=instance)
@@ -383,10 +385,16 @@ def test_delivery_worker_job_delivers_logs_each_batch_and_reports_totals(local, 
     assert totals["batches"] == 1 and totals["events"] > 0
     outputs = [e for e in result.all_node_events if e.is_successful_output]
     assert outputs[0].step_output_data.metadata["delivered"].value == 3
-    assert sum(m.startswith("batch ") and '"delivered": 3' in m for m in logs) == 1
+    lines = [m for m in logs if m.startswith("batch ")]
+    assert len(lines) == 1
+    assert lines[0].endswith(": 4 request(s): 3 delivered, 1 rejected (unknown_service 1)")
+    assert sum(m.startswith("rejected ") for m in logs) == 1, "each rejection logged once"
+    table = outputs[0].step_output_data.metadata["outcomes"].value
+    assert "| delivered | 3 |" in table and "| rejected: unknown_service | 1 |" in table
     assert run is not None and run.tags[OWNER_TAG] == current_owner(result.run_id)
     assert run.tags["notify/kind"] == "worker"
-    assert started + 1 <= float(run.tags[ENDS_AT_TAG]) <= time.time() + 1, "when it meant to end"
+    ends_at = datetime.fromisoformat(run.tags[ENDS_AT_TAG]).timestamp()
+    assert int(started) + 1 <= ends_at <= time.time() + 1, "when it meant to end, in ISO 8601"
 
 
 # --- the sensors ---------------------------------------------------------------------------------
@@ -400,7 +408,7 @@ def _worker_run(instance: dg.DagsterInstance, status: dg.DagsterRunStatus,
                              delivery_worker.name)
     tags = {OWNER_TAG: owner} if owner else {}
     if ends_in is not None:
-        tags[ENDS_AT_TAG] = f"{time.time() + ends_in:.0f}"
+        tags[ENDS_AT_TAG] = datetime.fromtimestamp(time.time() + ends_in, UTC).isoformat()
     return instance.add_run(dg.DagsterRun(job_name=delivery_worker.name, status=status,
                                           tags=tags, remote_job_origin=origin))
 

@@ -15,6 +15,8 @@ from typing import Any
 
 # How many reject sentences a batch keeps for its run's log and metadata.
 MAX_REJECT_EXAMPLES = 20
+# How many request ids a batch keeps per reject reason, for its summary table.
+MAX_SAMPLES_PER_REASON = 3
 
 
 @dataclass
@@ -75,10 +77,15 @@ class BatchSummary(Counts):
     attempt: int | None = None
     events: int = 0  # recorded in the ledger's outbox by this batch
     reject_examples: list[str] = field(default_factory=list)
+    # reject reason -> a few request ids (or inbox keys, for requests that did not parse)
+    reject_samples: dict[str, list[str]] = field(default_factory=dict)
 
-    def note_reject(self, sentence: str) -> None:
+    def note_reject(self, sentence: str, *, reason: str = "", request: str = "") -> None:
         if len(self.reject_examples) < MAX_REJECT_EXAMPLES:
             self.reject_examples.append(sentence)
+        samples = self.reject_samples.setdefault(reason, [])
+        if request and len(samples) < MAX_SAMPLES_PER_REASON:
+            samples.append(request)
 
     def as_dict(self) -> dict[str, Any]:
         return {"batch_id": self.batch_id, "attempt": self.attempt, **self.counts_dict(),

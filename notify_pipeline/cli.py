@@ -174,15 +174,18 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_dns_records(args: argparse.Namespace, settings: Settings) -> int:
-    from notify_pipeline.dns import dns_records
+    from notify_pipeline.dns import SES_SPF_INCLUDE, dns_records
     from notify_pipeline.registry import load_registry
+    from notify_pipeline.settings import TransportKind
     from notify_pipeline.signing import DkimKeyStore
 
     domains = [settings.domain, settings.testing_domain]
     for service in load_registry(settings.registry).services:
         domains += [d for d in service.advanced.custom_domains if d not in domains]
     keys = DkimKeyStore(settings.keys_dir, settings.dkim_selector).keys(domains)
-    print(json.dumps([r.as_dict() for r in dns_records(domains=domains, keys=keys)], indent=2))
+    ses = settings.profile is Profile.GCP and settings.transport is TransportKind.SES
+    records = dns_records(domains=domains, keys=keys, spf_include=SES_SPF_INCLUDE if ses else None)
+    print(json.dumps([r.as_dict() for r in records], indent=2))
     return 0
 
 
@@ -470,6 +473,8 @@ def _group_members(pgid: int) -> list[int]:
 
 DAGSTER_YAML = """\
 telemetry:
+  enabled: false
+nux:  # no first-visit newsletter sign-up dialog in the UI
   enabled: false
 run_monitoring:  # a run stuck starting (its process never came up) is failed, and replaced
   enabled: true

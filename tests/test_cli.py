@@ -291,3 +291,24 @@ def test_process_is_quiet_unless_verbose(local, sink):
     loud = notify(local.env, "process", "--verbose")
     assert loud.returncode == 0
     assert "DEBUG - deliver_batch" in loud.stderr
+
+
+def test_local_spf_records_name_no_ses(local, capsys):
+    code, out, _ = run(capsys, "dns-records")
+    assert code == 0
+    spf = [r["value"] for r in json.loads(out) if r["value"].startswith("v=spf1")]
+    assert spf == ["v=spf1 ~all", "v=spf1 ~all"], "local mail goes through SMTP, not SES"
+
+
+def test_the_generated_dagster_yaml_turns_telemetry_and_the_newsletter_dialog_off(tmp_path):
+    import dagster as dg
+
+    from notify_pipeline.cli import DAGSTER_YAML
+
+    (tmp_path / "dagster.yaml").write_text(DAGSTER_YAML)
+    instance = dg.DagsterInstance.from_config(str(tmp_path))
+    try:
+        assert instance.telemetry_enabled is False
+        assert instance.nux_enabled is False
+    finally:
+        instance.dispose()

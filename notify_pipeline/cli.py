@@ -7,16 +7,13 @@ import json
 import logging
 import os
 import secrets
-import shutil
-import signal
 import socket
-import subprocess
 import sys
-import time
 import warnings
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from notify_pipeline.configuration import load_settings
@@ -121,6 +118,19 @@ def _parser() -> argparse.ArgumentParser:
     process.add_argument("--verbose", action="store_true",
                          help="also print Dagster's own run log (debug lines) and warnings")
     process.set_defaults(handler=cmd_process)
+
+    retry = command("retry", "make deferred or stuck batches ready to run now")
+    retry.add_argument("batches", nargs="*", metavar="BATCH",
+                       help="staged batch ids (default: every staged batch)")
+    retry.set_defaults(handler=cmd_retry)
+
+    suppression = command("suppression", "the recipients deliveries skip (bounces, complaints)")
+    actions = suppression.add_subparsers(required=True, metavar="ACTION")
+    command("list", "print every suppression in force, as JSON lines", actions).set_defaults(
+        handler=cmd_suppression_list)
+    remove = command("remove", "lift one recipient's suppression", actions)
+    remove.add_argument("address", metavar="ADDRESS", help="the suppressed email address")
+    remove.set_defaults(handler=cmd_suppression_remove)
 
     up = command("up", "local profile: run the SMTP sink and `dagster dev` together")
     up.add_argument("--port", type=int, default=3000, help="Dagster UI port")
@@ -369,18 +379,61 @@ def _tally(outcome: Any, totals: Totals) -> None:
 
 def _flush_leftovers(settings: Settings) -> int:
     """Write any events still in the outbox (e.g. from a run that stopped after delivering)."""
+    from notify_pipeline.run import flush_events
+
+    with _deployment(settings, "ledger", "warehouse") as built:
+        return flush_events(built.ledger, built.warehouse.open())
+
+
+@contextmanager
+def _deployment(settings: Settings, *names: str) -> Iterator[Any]:
+    """The profile's resources by name, as the runs build them; `ledger` comes opened."""
     import dagster as dg
 
     from notify_pipeline.profiles import resources_for
-    from notify_pipeline.run import flush_events
 
-    wanted = {k: v for k, v in resources_for(settings).items() if k in ("ledger", "warehouse")}
+    wanted = {k: v for k, v in resources_for(settings).items() if k in names}
     with dg.build_resources(wanted) as built:
-        ledger = built.ledger.open()
+        parts = {name: getattr(built, name) for name in names}
+        if "ledger" not in names:
+            yield SimpleNamespace(**parts)
+            return
+        parts["ledger"] = built.ledger.open()
         try:
-            return flush_events(ledger, built.warehouse.open())
+            yield SimpleNamespace(**parts)
         finally:
-            ledger.close()
+            parts["ledger"].close()
+
+
+def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
+    from notify_pipeline.run.retry import RetryOutcome, retry_batches
+
+    with _deployment(settings, "ledger", "inbox") as built:
+        results = retry_batches(built.inbox.open(), built.ledger, args.batches)
+    for result in results:
+        print(result)
+    if not results:
+        print("no staged batches")
+    named_missing = args.batches and any(r.outcome is RetryOutcome.NOT_STAGED for r in results)
+    return 1 if named_missing else 0
+
+
+def cmd_suppression_list(args: argparse.Namespace, settings: Settings) -> int:
+    from notify_pipeline.events import utcnow
+
+    with _deployment(settings, "ledger") as built:
+        for s in built.ledger.suppressions(now=utcnow()):
+            print(json.dumps({"recipient": s.recipient, "reason": s.reason,
+                              "until": s.expires_at.isoformat("T", "seconds"),
+                              "event_id": s.event_id}))
+    return 0
+
+
+def cmd_suppression_remove(args: argparse.Namespace, settings: Settings) -> int:
+    with _deployment(settings, "ledger") as built:
+        removed = built.ledger.remove_suppression(args.address)
+    print(f"{args.address}: " + ("suppression lifted" if removed else "was not suppressed"))
+    return 0 if removed else 1
 
 
 def _instance() -> Any:
@@ -393,97 +446,9 @@ def _instance() -> Any:
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
-    """Run the sink in this process and `dagster dev` beside it until interrupted.
+    from notify_pipeline.up import run_up
 
-    `dagster dev` runs in its own process group, and SIGTERM or SIGINT interrupts that whole group:
-    the long-lived delivery worker run, the code server and the daemon all stop at once, instead
-    of the code server waiting (up to an hour) for the worker run to end.
-    """
-    from notify_pipeline.sink import MaildirSink
-
-    dagster_home = (settings.home / "dagster").resolve()
-    dagster_home.mkdir(parents=True, exist_ok=True)
-    config = dagster_home / "dagster.yaml"
-    if not config.exists():
-        config.write_text(DAGSTER_YAML)
-    env = {**os.environ, "DAGSTER_HOME": str(dagster_home)}
-    target = ["-w", "workspace.yaml"] if Path("workspace.yaml").exists() else [
-        "-m", "notify_pipeline.definitions"
-    ]
-    dagster = shutil.which("dagster") or "dagster"
-    with MaildirSink(settings.mail_dir, host=settings.smtp_host, port=settings.smtp_port):
-        print(f"SMTP sink on {settings.smtp_host}:{settings.smtp_port} → {settings.mail_dir}")
-        proc = subprocess.Popen(
-            [dagster, "dev", *target, "-h", "127.0.0.1", "-p", str(args.port)],
-            env=env, process_group=0,
-        )
-        interrupt = lambda signum, frame: _signal_group(proc.pid, signal.SIGINT)  # noqa: E731
-        previous = signal.signal(signal.SIGTERM, interrupt)
-        try:
-            while True:
-                try:
-                    return proc.wait()
-                except KeyboardInterrupt:
-                    _signal_group(proc.pid, signal.SIGINT)
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-            _reap_group(proc)
-
-
-UP_STOP_SECONDS = 60.0
-
-
-def _signal_group(pgid: int, signum: int) -> None:
-    with suppress(ProcessLookupError):
-        os.killpg(pgid, signum)
-
-
-def _reap_group(proc: subprocess.Popen[bytes]) -> None:
-    """Return only when every process of `dagster dev`'s group is gone: interrupt it if it is
-    still running (we are leaving on an exception), then kill whatever outlives the grace time."""
-    if proc.poll() is None:
-        _signal_group(proc.pid, signal.SIGINT)
-    deadline = time.monotonic() + UP_STOP_SECONDS
-    while _group_members(proc.pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    if _group_members(proc.pid):
-        print("notify: dagster dev did not stop in time; killing its processes", file=sys.stderr)
-        _signal_group(proc.pid, signal.SIGKILL)
-    proc.wait()
-
-
-def _group_members(pgid: int) -> list[int]:
-    """Live (not zombie) processes in a process group, from /proc."""
-    if not Path("/proc").is_dir():  # not Linux: ask the kernel; a zombie still counts here
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return []
-        return [pgid]
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rpartition(")")[2].split()
-        except OSError:
-            continue  # exited while we looked
-        if fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
-            members.append(int(stat.parent.name))
-    return members
-
-
-DAGSTER_YAML = """\
-telemetry:
-  enabled: false
-nux:  # no first-visit newsletter sign-up dialog in the UI
-  enabled: false
-run_monitoring:  # a run stuck starting (its process never came up) is failed, and replaced
-  enabled: true
-  start_timeout_seconds: 180
-  poll_interval_seconds: 30
-python_logs:
-  managed_python_loggers: [notify_pipeline]
-  python_log_level: INFO
-"""
+    return run_up(settings, ui_port=args.port)
 
 
 if __name__ == "__main__":

@@ -303,7 +303,7 @@ def test_local_spf_records_name_no_ses(local, capsys):
 def test_the_generated_dagster_yaml_turns_telemetry_and_the_newsletter_dialog_off(tmp_path):
     import dagster as dg
 
-    from notify_pipeline.cli import DAGSTER_YAML
+    from notify_pipeline.up import DAGSTER_YAML
 
     (tmp_path / "dagster.yaml").write_text(DAGSTER_YAML)
     instance = dg.DagsterInstance.from_config(str(tmp_path))
@@ -312,3 +312,68 @@ def test_the_generated_dagster_yaml_turns_telemetry_and_the_newsletter_dialog_of
         assert instance.nux_enabled is False
     finally:
         instance.dispose()
+
+
+def _deferred_batch(local) -> str:
+    """A staged batch handed back with an hour's retry delay, as after a provider outage."""
+    from notify_pipeline.inbox.local import LocalInbox
+    from notify_pipeline.ledger.base import current_owner
+    from notify_pipeline.ledger.sqlite import SqliteLedger
+
+    local.enqueue(local.request(id="later"))
+    inbox = LocalInbox(local.home)
+    inbox.stage(max_items=10, max_age_seconds=0, now=utcnow())
+    batch = inbox.batches()[0]
+    ledger = SqliteLedger(local.settings.ledger_path)
+    owner = current_owner("earlier-run")
+    ledger.acquire_batch(batch, owner=owner, lease_seconds=60, now=utcnow())
+    ledger.release_batch(batch, owner=owner, retry_after_seconds=3600, now=utcnow())
+    assert not ledger.batch_status(batch, now=utcnow()).ready
+    ledger.close()
+    return batch
+
+
+def test_retry_makes_a_deferred_batch_ready_now(local, sink, capsys):
+    batch = _deferred_batch(local)
+    code, out, _ = run(capsys, "process")
+    assert json.loads(out)["delivered"] == 0, "the batch waits out its delay"
+    code, out, _ = run(capsys, "retry")
+    assert code == 0
+    assert out == f"{batch}: ready now (attempt 3 is next)\n"
+    code, out, _ = run(capsys, "process")
+    assert json.loads(out)["delivered"] == 1
+    code, out, _ = run(capsys, "retry")
+    assert out == "no staged batches\n"
+
+
+def test_retry_of_an_unknown_batch_exits_1(local, capsys):
+    code, out, _ = run(capsys, "retry", "no-such-batch")
+    assert code == 1
+    assert out == "no-such-batch: no such staged batch\n"
+
+
+def test_suppression_list_and_remove(local, sink, capsys):
+    from datetime import timedelta
+
+    from notify_pipeline.ledger.base import Suppression
+    from notify_pipeline.ledger.sqlite import SqliteLedger
+
+    ledger = SqliteLedger(local.settings.ledger_path)
+    ledger.add_suppressions([Suppression("alice@example.org", "bounce", "ev-1",
+                                         utcnow() + timedelta(days=90))])
+    ledger.close()
+    local.enqueue(local.request(id="s1"))
+    code, out, _ = run(capsys, "process")
+    assert json.loads(out)["rejected"] == {"suppressed": 1}
+    code, out, _ = run(capsys, "suppression", "list")
+    listed = [json.loads(line) for line in out.splitlines()]
+    assert [(s["recipient"], s["reason"], s["event_id"]) for s in listed] == [
+        ("alice@example.org", "bounce", "ev-1")]
+    assert code == 0 and listed[0]["until"] > utcnow().isoformat()
+    code, out, _ = run(capsys, "suppression", "remove", "Alice@Example.org")
+    assert (code, out) == (0, "Alice@Example.org: suppression lifted\n")
+    code, out, _ = run(capsys, "suppression", "remove", "alice@example.org")
+    assert (code, out) == (1, "alice@example.org: was not suppressed\n")
+    assert run(capsys, "suppression", "list")[1] == ""
+    local.enqueue(local.request(id="s2"))
+    assert json.loads(run(capsys, "process")[1])["delivered"] == 1

@@ -321,6 +321,20 @@ class PostgresLedger(Ledger):
             ).fetchall()
         return {str(r[0]) for r in rows}
 
+    def suppressions(self, *, now: datetime) -> list[Suppression]:
+        with self._cursor() as cur:
+            rows = cur.execute(
+                "SELECT recipient, reason, event_id, expires_at FROM suppressions"
+                " WHERE expires_at > %s ORDER BY recipient", (now,),
+            ).fetchall()
+        return [Suppression(str(r), str(reason), str(event), until)
+                for r, reason, event, until in rows]
+
+    def remove_suppression(self, recipient: str) -> bool:
+        with self._tx() as cur:
+            cur.execute("DELETE FROM suppressions WHERE recipient = %s", (recipient.lower(),))
+            return cur.rowcount > 0
+
     def state_of(self, service: str, message_id: str) -> MessageState | None:
         with self._cursor() as cur:
             row = cur.execute(

@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from notify_pipeline.events import Event
@@ -255,6 +255,20 @@ class SqliteLedger(Ledger):
                 ).fetchall()
                 found.update(r[0] for r in rows)
         return found
+
+    def suppressions(self, *, now: datetime) -> list[Suppression]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT recipient, reason, event_id, expires_at FROM suppressions"
+                " WHERE expires_at > ? ORDER BY recipient", (now.timestamp(),),
+            ).fetchall()
+        return [Suppression(r, reason, event, datetime.fromtimestamp(until, UTC))
+                for r, reason, event, until in rows]
+
+    def remove_suppression(self, recipient: str) -> bool:
+        with self._tx() as cur:
+            cur.execute("DELETE FROM suppressions WHERE recipient = ?", (recipient.lower(),))
+            return cur.rowcount > 0
 
     def state_of(self, service: str, message_id: str) -> MessageState | None:
         with self._lock:

@@ -131,10 +131,12 @@ def work_inbox(
         )
     data = totals.as_dict()
     meta: dict[str, Any] = {
-        key: dg.MetadataValue.int(value) for key, value in data.items() if isinstance(value, int)
+        "outcomes": dg.MetadataValue.md(outcome_table(totals, totals.reject_samples))
     }
+    meta.update(
+        {key: dg.MetadataValue.int(value) for key, value in data.items() if isinstance(value, int)}
+    )
     meta["rejected_by_reason"] = dg.MetadataValue.json(data["rejected"])
-    meta["outcomes"] = dg.MetadataValue.md(outcome_table(totals))
     if stop.is_set() and _terminating(context):
         # The only way to end a run CANCELED, rather than SUCCESS, once its step has finished.
         raise dg.Failure(description="Terminated on request. The batch in hand was finished"
@@ -182,11 +184,13 @@ def _flush(
 def _metadata(summary: BatchSummary) -> dict[str, Any]:
     data = summary.as_dict()
     meta: dict[str, Any] = {
+        "outcomes": dg.MetadataValue.md(outcome_table(summary, summary.reject_samples))
+    }
+    meta.update({
         key: dg.MetadataValue.int(value)
         for key, value in data.items()
         if isinstance(value, int) and not isinstance(value, bool)
-    }
-    meta["outcomes"] = dg.MetadataValue.md(outcome_table(summary, summary.reject_samples))
+    })
     meta["batch_id"] = dg.MetadataValue.text(summary.batch_id)
     meta["rejected_by_reason"] = dg.MetadataValue.json(data["rejected"])
     meta["stage_seconds"] = dg.MetadataValue.json(data["stage_seconds"])

@@ -45,4 +45,7 @@ def test_totals_make_a_table_too():
     totals = Totals()
     assert outcome_table(totals).endswith("| (no requests) | 0 | |")
     totals.add_batch(summary())
-    assert "| rejected: unknown_service | 2 |  |" in outcome_table(totals)
+    totals.add_batch(summary())
+    assert totals.reject_samples["unknown_service"] == ["welcome-1", "welc`|ome-2", "welcome-1"]
+    assert "| rejected: unknown_service | 4 | `welcome-1`," in outcome_table(
+        totals, totals.reject_samples)

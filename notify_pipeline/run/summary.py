@@ -89,12 +89,13 @@ class BatchSummary(Counts):
 
     def as_dict(self) -> dict[str, Any]:
         return {"batch_id": self.batch_id, "attempt": self.attempt, **self.counts_dict(),
-                "events": self.events}
+                "events": self.events, "reject_samples": self.reject_samples}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BatchSummary:
         """The summary back from `as_dict` (a run's output), e.g. to add it to totals."""
-        summary = cls(batch_id=data["batch_id"], attempt=data["attempt"], events=data["events"])
+        summary = cls(batch_id=data["batch_id"], attempt=data["attempt"], events=data["events"],
+                      reject_samples=dict(data.get("reject_samples", {})))
         summary.add(Counts.from_counts(data))
         return summary
 
@@ -108,14 +109,19 @@ class Totals(Counts):
     staged: int = 0
     errors: int = 0
     events: int = 0
+    reject_samples: dict[str, list[str]] = field(default_factory=dict)  # the first batches'
 
     def add_batch(self, summary: BatchSummary) -> None:
         self.add(summary)
         self.batches += 1
+        for reason, requests in summary.reject_samples.items():
+            kept = self.reject_samples.setdefault(reason, [])
+            kept += requests[: MAX_SAMPLES_PER_REASON - len(kept)]
 
     def as_dict(self) -> dict[str, Any]:
         return {"batches": self.batches, "staged": self.staged, "errors": self.errors,
-                **self.counts_dict(), "events": self.events}
+                **self.counts_dict(), "events": self.events,
+                "reject_samples": {k: list(v) for k, v in sorted(self.reject_samples.items())}}
 
 
 @contextmanager

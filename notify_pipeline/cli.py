@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
-import shutil
-import signal
 import socket
-import subprocess
 import sys
-import time
+import warnings
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from notify_pipeline.errors import ConfigError, NotifyError
+from notify_pipeline.configuration import load_settings
+from notify_pipeline.errors import ConfigError, ConfigErrors, NotifyError
 from notify_pipeline.settings import Profile, Settings
 
 if TYPE_CHECKING:
@@ -27,93 +27,148 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.handler(args, Settings()))
+        settings = load_settings()
+    except ConfigErrors as exc:
+        print(f"notify: the configuration has {len(exc.problems)} problem(s):", file=sys.stderr)
+        print(exc, file=sys.stderr)
+        return 2
+    try:
+        return int(args.handler(args, settings))
     except NotifyError as exc:
         print(f"notify: {exc}", file=sys.stderr)
         return 2
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Shows a flag's default when it has a meaningful one (argparse's own formatter would also
+    print "(default: None)" for every optional flag)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default not in (None, False, [], argparse.SUPPRESS) and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="notify", description=__doc__)
+    parser = argparse.ArgumentParser(prog="notify", description=__doc__,
+                                     formatter_class=_HelpFormatter, epilog=_EPILOG)
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    reg = sub.add_parser("registry", help="check the service registry").add_subparsers(
+    def command(name: str, help: str, parent: Any = sub) -> argparse.ArgumentParser:
+        made: argparse.ArgumentParser = parent.add_parser(
+            name, help=help, description=help[0].upper() + help[1:] + ".",
+            formatter_class=_HelpFormatter,
+        )
+        return made
+
+    reg = command("registry", "check the service registry").add_subparsers(
         required=True, metavar="ACTION"
     )
-    validate = reg.add_parser("validate", help="exit 0 when valid; 1 listing every error")
-    validate.add_argument("directory", nargs="?", type=Path)
+    validate = command("validate", "exit 0 when valid; 1 listing every error", reg)
+    validate.add_argument("directory", nargs="?", type=Path,
+                          help="the registry folder (default: $NOTIFY_REGISTRY, else registry/)")
     validate.set_defaults(handler=cmd_registry_validate)
-    schema = reg.add_parser("schema", help="print the registry JSON schema (or --write it)")
-    schema.add_argument("--write", type=Path, metavar="PATH")
+    schema = command("schema", "print the registry JSON schema (or --write it)", reg)
+    schema.add_argument("--write", type=Path, metavar="PATH", help="write the schema to PATH")
     schema.set_defaults(handler=cmd_registry_schema)
 
-    token = sub.add_parser("token", help="local profile: print a signed ID token")
-    token.add_argument("--service-account", required=True)
-    token.add_argument("--audience")
+    token = command("token", "local profile: print a signed ID token")
+    token.add_argument("--service-account", required=True, metavar="EMAIL",
+                       help="the service account the token names (its `email` claim)")
+    token.add_argument("--audience", help="the `aud` claim (default: the deployment's audience,"
+                       " $NOTIFY_AUDIENCE or https://$NOTIFY_DOMAIN)")
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
     token.set_defaults(handler=cmd_token)
 
-    dns = sub.add_parser("dns-records", help="SPF, DKIM and DMARC records to publish, as JSON")
+    dns = command("dns-records", "SPF, DKIM and DMARC records to publish, as JSON")
     dns.set_defaults(handler=cmd_dns_records)
 
-    enqueue = sub.add_parser("enqueue", help="put one send request on an inbox, through the client")
-    enqueue.add_argument("--service", required=True)
-    enqueue.add_argument("--to", action="append", required=True, metavar="ADDR")
-    enqueue.add_argument("--cc", action="append", default=[], metavar="ADDR")
-    enqueue.add_argument("--bcc", action="append", default=[], metavar="ADDR")
-    enqueue.add_argument("--reply-to", action="append", default=[], metavar="ADDR")
-    enqueue.add_argument("--subject", required=True)
+    enqueue = command("enqueue", "put one send request on an inbox, through the client")
+    enqueue.add_argument("--service", required=True, help="the registered service sending it")
+    enqueue.add_argument("--to", action="append", required=True, metavar="ADDR",
+                         help="a recipient; repeat for more")
+    enqueue.add_argument("--cc", action="append", default=[], metavar="ADDR",
+                         help="a Cc recipient; repeat for more")
+    enqueue.add_argument("--bcc", action="append", default=[], metavar="ADDR",
+                         help="a Bcc recipient; repeat for more")
+    enqueue.add_argument("--reply-to", action="append", default=[], metavar="ADDR",
+                         help="a Reply-To address (if the service enables it); repeat for more")
+    enqueue.add_argument("--subject", required=True, help="the subject line")
     body = enqueue.add_mutually_exclusive_group(required=True)
-    body.add_argument("--text")
-    body.add_argument("--html")
+    body.add_argument("--text", help="a plain-text body")
+    body.add_argument("--html", help="an HTML body (a text part is derived from it)")
     enqueue.add_argument("--id", help="idempotency key (default: a random one)")
-    enqueue.add_argument("--from-tag")
+    enqueue.add_argument("--from-tag", metavar="TAG",
+                         help="sender tag: mail comes from <local part>+TAG@<domain>")
     who = enqueue.add_mutually_exclusive_group()
-    who.add_argument("--service-account", help="mint a token for this account (local profile)")
-    who.add_argument("--token", help="an ID token obtained elsewhere")
+    who.add_argument("--service-account", metavar="EMAIL", help="mint a token for this account"
+                     " (local profile; default: the service's first registered account)")
+    who.add_argument("--token", help="an ID token obtained elsewhere; no registry check is made")
     enqueue.add_argument("--inbox", metavar="URL", help="file:///path, gs://bucket/prefix/ or "
                          "pubsub://projects/P/topics/T (default: the profile's inbox)")
     enqueue.set_defaults(handler=cmd_enqueue)
 
-    sink = sub.add_parser("sink", help="run the local SMTP sink (Maildir under $NOTIFY_HOME/mail)")
-    sink.add_argument("--port", type=int)
+    sink = command("sink", "run the local SMTP sink (Maildir under $NOTIFY_HOME/mail)")
+    sink.add_argument("--port", type=int, help="port to listen on (default: $NOTIFY_SMTP_PORT)")
     sink.add_argument("--simulate", action="store_true",
                       help="refuse bounce*@ (550) and defer*@ (451) recipients, for testing")
     sink.set_defaults(handler=cmd_sink)
 
-    process = sub.add_parser("process", help="drain every source once, in process; print JSON")
+    process = command("process", "drain every source once, in process; print JSON")
+    process.add_argument("--verbose", action="store_true",
+                         help="also print Dagster's own run log (debug lines) and warnings")
     process.set_defaults(handler=cmd_process)
 
-    analytics = sub.add_parser(
-        "analytics", help="materialise the analytics assets in process; print JSON per service")
+    analytics = command(
+        "analytics", "materialise the analytics assets in process; print JSON per service")
     analytics.add_argument("--service", action="append", default=[], metavar="ID",
                            help="only this service (repeatable; default: every service)")
     analytics.set_defaults(handler=cmd_analytics)
 
-    up = sub.add_parser("up", help="local profile: run the SMTP sink and `dagster dev` together")
+    retry = command("retry", "make deferred or stuck batches ready to run now")
+    retry.add_argument("batches", nargs="*", metavar="BATCH",
+                       help="staged batch ids (default: every staged batch)")
+    retry.set_defaults(handler=cmd_retry)
+
+    suppression = command("suppression", "the recipients deliveries skip (bounces, complaints)")
+    actions = suppression.add_subparsers(required=True, metavar="ACTION")
+    command("list", "print every suppression in force, as JSON lines", actions).set_defaults(
+        handler=cmd_suppression_list)
+    remove = command("remove", "lift one recipient's suppression", actions)
+    remove.add_argument("address", metavar="ADDRESS", help="the suppressed email address")
+    remove.set_defaults(handler=cmd_suppression_remove)
+
+    up = command("up", "local profile: run the SMTP sink and `dagster dev` together")
     up.add_argument("--port", type=int, default=3000, help="Dagster UI port")
     up.set_defaults(handler=cmd_up)
 
-    creds = sub.add_parser("smtp-credentials", help="SMTP submission credentials of services")
+    creds = command("smtp-credentials", "SMTP submission credentials of services")
     actions = creds.add_subparsers(required=True, metavar="ACTION")
-    create = actions.add_parser("create", help="print a new username and password, shown once")
-    create.add_argument("--service", required=True)
+    create = command("create", "print a new username and password, shown once", actions)
+    create.add_argument("--service", required=True,
+                        help="the service (it must have advanced.smtp: true)")
     create.set_defaults(handler=cmd_smtp_credentials, smtp_action="create")
-    listing = actions.add_parser("list", help="usernames, services and creation times, as JSON")
-    listing.add_argument("--service")
+    listing = command("list", "usernames, services and creation times, as JSON", actions)
+    listing.add_argument("--service", help="only this service's (default: every service's)")
     listing.set_defaults(handler=cmd_smtp_credentials, smtp_action="list")
-    revoke = actions.add_parser("revoke", help="remove a service's credential (or all of them)")
-    revoke.add_argument("--service", required=True)
+    revoke = command("revoke", "remove a service's credential (or all of them)", actions)
+    revoke.add_argument("--service", required=True, help="the service whose credential goes")
     revoke.add_argument("--username", help="the one to remove (default: every one)")
     revoke.set_defaults(handler=cmd_smtp_credentials, smtp_action="revoke")
 
-    smtp = sub.add_parser("smtp-server", help="accept services' mail over SMTP (STARTTLS + AUTH)")
+    smtp = command("smtp-server", "accept services' mail over SMTP (STARTTLS + AUTH)")
     smtp.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    smtp.add_argument("--port", type=int, default=587)
+    smtp.add_argument("--port", type=int, default=587, help="port to listen on")
     smtp.add_argument("--tls-cert", type=Path, help="PEM certificate chain (default: self-signed)")
     smtp.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
     smtp.set_defaults(handler=cmd_smtp_server)
     return parser
+
+
+_EPILOG = """\
+configuration comes from NOTIFY_* environment variables (see the README); a problem with them
+is reported as `VARIABLE: what is wrong; allowed: ...` with exit code 2."""
 
 
 def cmd_registry_validate(args: argparse.Namespace, settings: Settings) -> int:
@@ -163,7 +218,7 @@ def cmd_dns_records(args: argparse.Namespace, settings: Settings) -> int:
     records = deployment_dns_records(
         main=settings.domain, testing=settings.testing_domain,
         registry=load_registry(settings.registry), keys_dir=settings.keys_dir,
-        selector=settings.dkim_selector)
+        selector=settings.dkim_selector, via_ses=settings.sends_via_ses)
     print(json.dumps(records, indent=2))
     return 0
 
@@ -175,6 +230,8 @@ def cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:
     from notify_pipeline.client.tokens import StaticToken
 
     inbox = args.inbox or _default_inbox(settings)
+    if inbox.startswith("file:") and not args.token and not args.service_account:
+        _check_registered(args.service, settings)
     session = Session(
         args.service, inbox, service_account=args.service_account,
         audience=settings.deployment_audience,
@@ -195,6 +252,16 @@ def cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:
           + (f"; a rejection would appear in {report['rejected']}" if local else ""),
           file=sys.stderr)
     return 0
+
+
+def _check_registered(service: str, settings: Settings) -> None:
+    """Name the registered services (and the likeliest meant) when `service` is not one."""
+    from notify_pipeline.registry import load_registry
+
+    registry = load_registry(settings.registry)
+    if registry.get(service) is None:
+        raise ConfigError("--service", registry.unknown_service(service)
+                          + "; pass --token to enqueue it anyway")
 
 
 def _default_inbox(settings: Settings) -> str:
@@ -222,9 +289,31 @@ def cmd_sink(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_process(args: argparse.Namespace, settings: Settings) -> int:
-    with _sink_if_needed(settings):
-        print(json.dumps(process_once(settings), indent=2, sort_keys=True))
+    with _sink_if_needed(settings), _quiet_unless(args.verbose):
+        totals = process_once(settings, log_level="DEBUG" if args.verbose else "ERROR")
+    print(json.dumps(totals, indent=2, sort_keys=True))
     return 0
+
+
+@contextmanager
+def _quiet_unless(verbose: bool) -> Iterator[None]:
+    """Our own warnings (one line per rejection, say) on stderr; Dagster's run log and its
+    API-stability warnings only with --verbose."""
+    import dagster as dg
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("notify: %(message)s"))
+    ours = logging.getLogger("notify_pipeline")
+    ours.addHandler(handler)
+    ours.setLevel(logging.INFO if verbose else logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            if not verbose:
+                warnings.simplefilter("ignore", dg.BetaWarning)
+                warnings.simplefilter("ignore", dg.PreviewWarning)
+            yield
+    finally:
+        ours.removeHandler(handler)
 
 
 @contextmanager
@@ -250,11 +339,14 @@ def _listening(host: str, port: int) -> bool:
         return False
 
 
-def process_once(settings: Settings, *, max_rounds: int = 1000) -> dict[str, Any]:
+def process_once(
+    settings: Settings, *, max_rounds: int = 1000, log_level: str = "DEBUG"
+) -> dict[str, Any]:
     """One pass over every configured source: evaluate each sensor of the profile and run every
     run it asks for to completion, in process, until it asks for nothing new.
 
     A pass takes each batch at most once: a batch handed back for a retry waits for the next.
+    `log_level` is that of the runs' Dagster console log.
     """
     import dagster as dg
 
@@ -287,8 +379,10 @@ def process_once(settings: Settings, *, max_rounds: int = 1000) -> dict[str, Any
                     break
                 for request in fresh:
                     seen.add(_work_of(request))
+                    config = {**request.run_config,
+                              "loggers": {"console": {"config": {"log_level": log_level}}}}
                     outcome = job.execute_in_process(
-                        run_config=request.run_config, instance=instance, tags=request.tags
+                        run_config=config, instance=instance, tags=request.tags
                     )
                     _tally(outcome, totals)
     totals.events += _flush_leftovers(drain)
@@ -326,18 +420,61 @@ def _tally(outcome: Any, totals: Totals) -> None:
 
 def _flush_leftovers(settings: Settings) -> int:
     """Write any events still in the outbox (e.g. from a run that stopped after delivering)."""
+    from notify_pipeline.run import flush_events
+
+    with _deployment(settings, "ledger", "warehouse") as built:
+        return flush_events(built.ledger, built.warehouse.open())
+
+
+@contextmanager
+def _deployment(settings: Settings, *names: str) -> Iterator[Any]:
+    """The profile's resources by name, as the runs build them; `ledger` comes opened."""
     import dagster as dg
 
     from notify_pipeline.profiles import resources_for
-    from notify_pipeline.run import flush_events
 
-    wanted = {k: v for k, v in resources_for(settings).items() if k in ("ledger", "warehouse")}
+    wanted = {k: v for k, v in resources_for(settings).items() if k in names}
     with dg.build_resources(wanted) as built:
-        ledger = built.ledger.open()
+        parts = {name: getattr(built, name) for name in names}
+        if "ledger" not in names:
+            yield SimpleNamespace(**parts)
+            return
+        parts["ledger"] = built.ledger.open()
         try:
-            return flush_events(ledger, built.warehouse.open())
+            yield SimpleNamespace(**parts)
         finally:
-            ledger.close()
+            parts["ledger"].close()
+
+
+def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
+    from notify_pipeline.run.retry import RetryOutcome, retry_batches
+
+    with _deployment(settings, "ledger", "inbox") as built:
+        results = retry_batches(built.inbox.open(), built.ledger, args.batches)
+    for result in results:
+        print(result)
+    if not results:
+        print("no staged batches")
+    named_missing = args.batches and any(r.outcome is RetryOutcome.NOT_STAGED for r in results)
+    return 1 if named_missing else 0
+
+
+def cmd_suppression_list(args: argparse.Namespace, settings: Settings) -> int:
+    from notify_pipeline.events import utcnow
+
+    with _deployment(settings, "ledger") as built:
+        for s in built.ledger.suppressions(now=utcnow()):
+            print(json.dumps({"recipient": s.recipient, "reason": s.reason,
+                              "until": s.expires_at.isoformat("T", "seconds"),
+                              "event_id": s.event_id}))
+    return 0
+
+
+def cmd_suppression_remove(args: argparse.Namespace, settings: Settings) -> int:
+    with _deployment(settings, "ledger") as built:
+        removed = built.ledger.remove_suppression(args.address)
+    print(f"{args.address}: " + ("suppression lifted" if removed else "was not suppressed"))
+    return 0 if removed else 1
 
 
 def _instance() -> Any:
@@ -404,95 +541,9 @@ def cmd_smtp_server(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
-    """Run the sink in this process and `dagster dev` beside it until interrupted.
+    from notify_pipeline.up import run_up
 
-    `dagster dev` runs in its own process group, and SIGTERM or SIGINT interrupts that whole group:
-    the long-lived delivery worker run, the code server and the daemon all stop at once, instead
-    of the code server waiting (up to an hour) for the worker run to end.
-    """
-    from notify_pipeline.sink import MaildirSink
-
-    dagster_home = (settings.home / "dagster").resolve()
-    dagster_home.mkdir(parents=True, exist_ok=True)
-    config = dagster_home / "dagster.yaml"
-    if not config.exists():
-        config.write_text(DAGSTER_YAML)
-    env = {**os.environ, "DAGSTER_HOME": str(dagster_home)}
-    target = ["-w", "workspace.yaml"] if Path("workspace.yaml").exists() else [
-        "-m", "notify_pipeline.definitions"
-    ]
-    dagster = shutil.which("dagster") or "dagster"
-    with MaildirSink(settings.mail_dir, host=settings.smtp_host, port=settings.smtp_port):
-        print(f"SMTP sink on {settings.smtp_host}:{settings.smtp_port} → {settings.mail_dir}")
-        proc = subprocess.Popen(
-            [dagster, "dev", *target, "-h", "127.0.0.1", "-p", str(args.port)],
-            env=env, process_group=0,
-        )
-        interrupt = lambda signum, frame: _signal_group(proc.pid, signal.SIGINT)  # noqa: E731
-        previous = signal.signal(signal.SIGTERM, interrupt)
-        try:
-            while True:
-                try:
-                    return proc.wait()
-                except KeyboardInterrupt:
-                    _signal_group(proc.pid, signal.SIGINT)
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-            _reap_group(proc)
-
-
-UP_STOP_SECONDS = 60.0
-
-
-def _signal_group(pgid: int, signum: int) -> None:
-    with suppress(ProcessLookupError):
-        os.killpg(pgid, signum)
-
-
-def _reap_group(proc: subprocess.Popen[bytes]) -> None:
-    """Return only when every process of `dagster dev`'s group is gone: interrupt it if it is
-    still running (we are leaving on an exception), then kill whatever outlives the grace time."""
-    if proc.poll() is None:
-        _signal_group(proc.pid, signal.SIGINT)
-    deadline = time.monotonic() + UP_STOP_SECONDS
-    while _group_members(proc.pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    if _group_members(proc.pid):
-        print("notify: dagster dev did not stop in time; killing its processes", file=sys.stderr)
-        _signal_group(proc.pid, signal.SIGKILL)
-    proc.wait()
-
-
-def _group_members(pgid: int) -> list[int]:
-    """Live (not zombie) processes in a process group, from /proc."""
-    if not Path("/proc").is_dir():  # not Linux: ask the kernel; a zombie still counts here
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return []
-        return [pgid]
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rpartition(")")[2].split()
-        except OSError:
-            continue  # exited while we looked
-        if fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
-            members.append(int(stat.parent.name))
-    return members
-
-
-DAGSTER_YAML = """\
-telemetry:
-  enabled: false
-run_monitoring:  # a run stuck starting (its process never came up) is failed, and replaced
-  enabled: true
-  start_timeout_seconds: 180
-  poll_interval_seconds: 30
-python_logs:
-  managed_python_loggers: [notify_pipeline]
-  python_log_level: INFO
-"""
+    return run_up(settings, ui_port=args.port)
 
 
 if __name__ == "__main__":

@@ -7,11 +7,13 @@ from typing import Any
 import dagster as dg
 
 from notify_pipeline.assets import ASSETS, JOBS, PER_SERVICE, SCHEDULES
+from notify_pipeline.configuration import load_settings
 from notify_pipeline.jobs import deliver_batch, delivery_worker, record_provider_events
 from notify_pipeline.profiles import resources_for
 from notify_pipeline.registry import RegistryError, load_registry
 from notify_pipeline.sensors.inbox import inbox_sensor
 from notify_pipeline.sensors.provider_events import provider_events_sensor
+from notify_pipeline.sensors.registry import registry_sensor
 from notify_pipeline.sensors.services import services_sensor
 from notify_pipeline.sensors.worker import delivery_worker_sensor
 from notify_pipeline.settings import Settings
@@ -19,14 +21,17 @@ from notify_pipeline.settings import Settings
 
 def build_definitions(settings: Settings) -> dg.Definitions:
     resources = resources_for(settings)
-    sensors = [inbox_sensor, services_sensor]
+    sensors = [inbox_sensor, registry_sensor, services_sensor]
+    jobs: list[dg.JobDefinition | dg.UnresolvedAssetJobDefinition] = [
+        deliver_batch, delivery_worker, *JOBS]
     if settings.delivery_worker:
         sensors.append(delivery_worker_sensor)
-    if "provider_events" in resources:
+    if "provider_events" in resources:  # SES event notifications: the gcp profile only
         sensors.append(provider_events_sensor)
+        jobs.append(record_provider_events)
     return dg.Definitions(
         assets=_with_owners(settings),
-        jobs=[deliver_batch, delivery_worker, record_provider_events, *JOBS],
+        jobs=jobs,
         schedules=SCHEDULES,
         sensors=sensors,
         resources=resources,
@@ -50,5 +55,8 @@ def _with_owners(settings: Settings) -> list[Any]:
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    """Loaded by `dagster dev` / the code server; settings are read here, not at import."""
-    return build_definitions(Settings())
+    """Loaded by `dagster dev` / the code server; settings are read here, not at import.
+
+    A misconfigured deployment fails to load with `ConfigErrors`, one sentence per problem.
+    """
+    return build_definitions(load_settings())

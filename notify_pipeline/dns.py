@@ -30,11 +30,14 @@ class DnsRecord:
         return {"name": self.name, "type": self.type, "value": self.value}
 
 
+SES_SPF_INCLUDE = "amazonses.com"
+
+
 def dns_records(
     *,
     domains: Sequence[str],
     keys: Sequence[DkimKey],
-    spf_include: str = "amazonses.com",
+    spf_include: str | None = SES_SPF_INCLUDE,
     dmarc_policy: str = "quarantine",
     dmarc_rua: str | None = None,
 ) -> list[DnsRecord]:
@@ -55,15 +58,19 @@ def dns_records(
     return records
 
 
-def spf_record(domain: str, include: str) -> DnsRecord:
-    """`~all` (softfail), not `-all`, on purpose.
+def spf_record(domain: str, include: str | None) -> DnsRecord:
+    """`include` names the provider's senders (SES's for the `ses` transport); None (an SMTP
+    relay we cannot name) lists none, and DMARC passes on DKIM alone.
+
+    `~all` (softfail), not `-all`, on purpose.
 
     Mail also leaves through SMTP relays (the `smtp` transport) that `include` does not list,
     and is forwarded by recipients' mailboxes. With `-all` some receivers reject such mail at
     SMTP time on SPF alone, before DKIM is looked at, although it carries a valid aligned DKIM
     signature. With `~all` DMARC makes the decision, and DMARC passes on DKIM alone.
     """
-    return DnsRecord(domain, "TXT", f"v=spf1 include:{include} ~all")
+    mechanisms = f"include:{include} " if include else ""
+    return DnsRecord(domain, "TXT", f"v=spf1 {mechanisms}~all")
 
 
 def dkim_record(key: DkimKey) -> DnsRecord:

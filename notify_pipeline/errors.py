@@ -6,6 +6,7 @@ and carry a machine-readable reason code beside the human sentence.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
 
 
@@ -52,6 +53,14 @@ class ConfigError(NotifyError, ValueError):
     def __init__(self, setting: str, message: str) -> None:
         super().__init__(f"{setting}: {message}")
         self.setting = setting
+
+
+class ConfigErrors(NotifyError, ValueError):
+    """Every configuration problem found at once, one `ConfigError` (one sentence) each."""
+
+    def __init__(self, problems: Sequence[ConfigError]) -> None:
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = tuple(problems)
 
 
 class RequestRejected(NotifyError):

@@ -6,8 +6,8 @@ process per step would cost more than the steps themselves.
 """
 
 
-import json
-import time
+import threading
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dagster as dg
@@ -25,11 +25,13 @@ from notify_pipeline.resources import (
     WarehouseResource,
 )
 from notify_pipeline.run import BatchSummary, Pipeline, flush_events, run_worker
+from notify_pipeline.run.interrupts import stop_on_interrupt
+from notify_pipeline.run.report import batch_line, outcome_table
 
 BATCH_TAG = "notify/batch"
 OWNER_TAG = "notify/owner"
-# When a worker run means to stop (epoch seconds): the sensor starts its successor a little
-# before, so the hand-over leaves no gap.
+# When a worker run means to stop (an ISO 8601 UTC time): the sensor starts its successor a
+# little before, so the hand-over leaves no gap.
 ENDS_AT_TAG = "notify/ends_at"
 
 
@@ -58,8 +60,6 @@ def deliver(
             )
     finally:
         book.close()
-    for example in summary.reject_examples:
-        context.log.warning(f"rejected {example}")
     _tag_run(context, summary)
     report_events_materialization(context, summary.as_dict())
     return dg.Output(summary.as_dict(), metadata=_metadata(summary))
@@ -106,36 +106,53 @@ def work_inbox(
 ) -> dg.Output[dict[str, Any]]:
     owner = current_owner(context.run_id)
     # The sensors tell a live worker from one whose process died without ending its run.
-    ends_at = time.time() + deployment.worker_max_seconds
-    context.instance.add_run_tags(context.run_id,
-                                  {OWNER_TAG: owner, ENDS_AT_TAG: f"{ends_at:.0f}"})
+    ends_at = datetime.now(UTC) + timedelta(seconds=deployment.worker_max_seconds)
+    context.instance.add_run_tags(context.run_id, {OWNER_TAG: owner,
+                                                   ENDS_AT_TAG: ends_at.isoformat("T", "seconds")})
 
     def log_batch(summary: BatchSummary) -> None:
-        for example in summary.reject_examples:
-            context.log.warning(f"rejected {example}")
-        context.log.info(f"batch {summary.batch_id}: {json.dumps(summary.as_dict())}")
+        context.log.info(batch_line(summary))
         report_events_materialization(context, summary.as_dict())
 
-    totals = run_worker(
-        inbox=inbox.open(),
-        open_ledger=ledger.open,
-        make_pipeline=lambda book: build_pipeline(
-            book, deployment, registry, identity, signing, transport
-        ),
-        warehouse=warehouse.open(),
-        owner=owner,
-        max_items=deployment.batch_max_size,
-        max_age_seconds=deployment.batch_max_age_seconds,
-        poll_seconds=deployment.worker_poll_seconds,
-        max_seconds=deployment.worker_max_seconds,
-        on_batch=log_batch,
-    )
+    stop = threading.Event()
+    with stop_on_interrupt(stop):
+        totals = run_worker(
+            inbox=inbox.open(),
+            open_ledger=ledger.open,
+            make_pipeline=lambda book: build_pipeline(
+                book, deployment, registry, identity, signing, transport
+            ),
+            warehouse=warehouse.open(),
+            owner=owner,
+            max_items=deployment.batch_max_size,
+            max_age_seconds=deployment.batch_max_age_seconds,
+            poll_seconds=deployment.worker_poll_seconds,
+            max_seconds=deployment.worker_max_seconds,
+            on_batch=log_batch,
+            current_registry=registry.load,
+            stop=stop,
+        )
     data = totals.as_dict()
     meta: dict[str, Any] = {
-        key: dg.MetadataValue.int(value) for key, value in data.items() if isinstance(value, int)
+        "outcomes": dg.MetadataValue.md(outcome_table(totals, totals.reject_samples))
     }
+    meta.update(
+        {key: dg.MetadataValue.int(value) for key, value in data.items() if isinstance(value, int)}
+    )
     meta["rejected_by_reason"] = dg.MetadataValue.json(data["rejected"])
+    if stop.is_set() and _terminating(context):
+        # The only way to end a run CANCELED, rather than SUCCESS, once its step has finished.
+        raise dg.Failure(description="Terminated on request. The batch in hand was finished"
+                         " first; nothing was lost.", metadata=meta, allow_retries=False)
+    if stop.is_set():
+        context.log.info("stopped on request after the batch in hand; nothing was lost")
     return dg.Output(data, metadata=meta)
+
+
+def _terminating(context: dg.OpExecutionContext) -> bool:
+    """Whether someone asked Dagster to terminate this run (the UI's Terminate button)."""
+    run = context.instance.get_run_by_id(context.run_id)
+    return run is not None and run.status is dg.DagsterRunStatus.CANCELING
 
 
 @dg.op(description="Copy the batch's events from the ledger outbox into the warehouse.")
@@ -172,10 +189,13 @@ def _flush(
 def _metadata(summary: BatchSummary) -> dict[str, Any]:
     data = summary.as_dict()
     meta: dict[str, Any] = {
+        "outcomes": dg.MetadataValue.md(outcome_table(summary, summary.reject_samples))
+    }
+    meta.update({
         key: dg.MetadataValue.int(value)
         for key, value in data.items()
         if isinstance(value, int) and not isinstance(value, bool)
-    }
+    })
     meta["batch_id"] = dg.MetadataValue.text(summary.batch_id)
     meta["rejected_by_reason"] = dg.MetadataValue.json(data["rejected"])
     meta["stage_seconds"] = dg.MetadataValue.json(data["stage_seconds"])

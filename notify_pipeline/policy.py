@@ -50,7 +50,7 @@ def authorise(
     service = registry.get(request.service)
     if service is None:
         raise RequestRejected(
-            RejectReason.UNKNOWN_SERVICE, f"no service {request.service!r} is registered"
+            RejectReason.UNKNOWN_SERVICE, registry.unknown_service(request.service)
         )
     identity = verifier.verify(request.identity_token, received_at=received_at)
     if not service.allows_service_account(identity.email):

@@ -52,6 +52,7 @@ def _common(s: Settings) -> dict[str, Any]:
             max_request_bytes=s.max_request_bytes,
             worker_poll_seconds=s.worker_poll_seconds,
             worker_max_seconds=s.worker_max_seconds,
+            via_ses=s.sends_via_ses,
         ),
         "registry": RegistryResource(path=_path(s.registry)),
         "signing": SigningResource(keys_dir=_path(s.keys_dir), selector=s.dkim_selector),

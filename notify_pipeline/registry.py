@@ -6,6 +6,7 @@ reported at once (file, field, reason) so that an author can fix them all in one
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -221,6 +222,18 @@ class Registry(Mapping[str, Service]):
     def services(self) -> tuple[Service, ...]:
         """Every service, sorted by id."""
         return tuple(self._by_id.values())
+
+    def unknown_service(self, service_id: str) -> str:
+        """The sentence for an id that is not registered: the closest ids, and the registered
+        ones (the first few of them, when there are many)."""
+        close = difflib.get_close_matches(service_id, self._by_id, n=3, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        ids = list(self._by_id)
+        shown = ", ".join(ids[:_LISTED_IDS]) + (", ..." if len(ids) > _LISTED_IDS else "")
+        return f"no service {service_id!r} is registered{hint} (registered: {shown or 'none'})"
+
+
+_LISTED_IDS = 12
 
 
 def load_registry(directory: Path) -> Registry:

@@ -39,7 +39,8 @@ from notify_pipeline.local_issuer import LocalIssuer
 from notify_pipeline.policy import Domains
 from notify_pipeline.provider_events.sns import CertificateFetcher, SnsVerifier
 from notify_pipeline.provider_events.sqs import SqsClient, SqsEventSource, sqs_client
-from notify_pipeline.registry import Registry, load_registry
+from notify_pipeline.registry import Registry
+from notify_pipeline.registry_watch import RegistryWatch
 from notify_pipeline.signing import DkimKeyStore, DkimSigner
 from notify_pipeline.warehouse.base import Warehouse
 from notify_pipeline.warehouse.bigquery import BigQueryWarehouse
@@ -78,6 +79,7 @@ class DeploymentResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     max_request_bytes: int = d.MAX_REQUEST_BYTES
     worker_poll_seconds: float = d.WORKER_POLL_SECONDS
     worker_max_seconds: float = d.WORKER_MAX_SECONDS
+    via_ses: bool = False  # SPF then names Amazon SES
 
     @property
     def domains(self) -> Domains:
@@ -89,15 +91,21 @@ class DeploymentResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
 
 class RegistryResource(dg.ConfigurableResource):  # type: ignore[type-arg]
-    """The service registry folder; loaded (and validated as a whole) once per process."""
+    """The service registry folder, watched: a long-lived run picks up changes within
+    `check_seconds`, and a broken change keeps the last good registry in force."""
 
     path: str
-    _registry: Registry | None = PrivateAttr(default=None)
+    check_seconds: float = 1.0
+    _watch: RegistryWatch | None = PrivateAttr(default=None)
+
+    def watch(self) -> RegistryWatch:
+        if self._watch is None:
+            self._watch = RegistryWatch(Path(self.path), check_seconds=self.check_seconds)
+        return self._watch
 
     def load(self) -> Registry:
-        if self._registry is None:
-            self._registry = load_registry(Path(self.path))
-        return self._registry
+        """The registry in force (loaded and validated as a whole the first time)."""
+        return self.watch().current()
 
 
 class IdentityResource(dg.ConfigurableResource):  # type: ignore[type-arg]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from notify_pipeline.dns import dns_records
+from notify_pipeline.dns import SES_SPF_INCLUDE, dns_records
 from notify_pipeline.registry import Registry
 from notify_pipeline.signing import DkimKeyStore
 
@@ -19,8 +19,11 @@ def sending_domains(main: str, testing: str, registry: Registry) -> list[str]:
 
 
 def deployment_dns_records(*, main: str, testing: str, registry: Registry, keys_dir: Path,
-                           selector: str) -> list[dict[str, str]]:
-    """SPF, DKIM and DMARC records for every sending domain (DKIM keys made on first use)."""
+                           selector: str, via_ses: bool) -> list[dict[str, str]]:
+    """SPF, DKIM and DMARC records for every sending domain (DKIM keys made on first use);
+    SPF names Amazon SES only when the deployment sends through it."""
     domains = sending_domains(main, testing, registry)
     keys = DkimKeyStore(keys_dir, selector).keys(domains)
-    return [r.as_dict() for r in dns_records(domains=domains, keys=keys)]
+    records = dns_records(domains=domains, keys=keys,
+                          spf_include=SES_SPF_INCLUDE if via_ses else None)
+    return [r.as_dict() for r in records]

@@ -97,6 +97,11 @@ class Settings(BaseSettings):
     worker_max_seconds: float = Field(default=d.WORKER_MAX_SECONDS, gt=0)
 
     @property
+    def sends_via_ses(self) -> bool:
+        """Whether mail leaves through Amazon SES (so SPF must name it)."""
+        return self.profile is Profile.GCP and self.transport is TransportKind.SES
+
+    @property
     def deployment_audience(self) -> str:
         """The `aud` every identity token must carry."""
         return deployment.deployment_audience(self.domain, self.audience)

@@ -20,9 +20,10 @@ def test_definitions_graph_snapshot(local):
     dg.Definitions.validate_loadable(defs)
     assert sorted(j.name for j in defs.resolve_all_job_defs() if not j.name.startswith("__")) == [
         "analytics_rates", "analytics_tables", "deliver_batch", "delivery_worker",
-        "dns_records_refresh", "record_provider_events"]
+        "dns_records_refresh"], "record_provider_events belongs to the gcp profile"
     assert [s.name for s in defs.sensors or []] == [
-        "inbox_sensor", "services_sensor", "delivery_worker_sensor"], "no provider events locally"
+        "inbox_sensor", "registry_sensor", "services_sensor", "delivery_worker_sensor"
+    ], "no provider events locally"
     job = defs.resolve_job_def("deliver_batch")
     assert [n.name for n in job.nodes_in_topological_order] == ["deliver", "record_events"]
     worker = defs.resolve_job_def("delivery_worker")
@@ -51,8 +52,9 @@ def _tick(local, **settings_overrides):
 def test_sensor_waits_until_a_batch_is_full_or_old_enough(local):
     local.enqueue(local.request(id="a"))
     result = _tick(local, batch_max_size=5, batch_max_age_seconds=3600)
-    assert isinstance(result, dg.SkipReason)
-    assert "1 request(s) waiting" in (result.skip_message or "")
+    assert isinstance(result, dg.SensorResult) and not result.run_requests
+    assert result.skip_reason is not None
+    assert "1 request(s) waiting" in (result.skip_reason.skip_message or "")
     assert list((local.home / "inbox").glob("*.json")), "nothing was staged"
 
 

@@ -111,3 +111,8 @@ def test_dkimpy_finds_the_key_through_the_resolver(keys: list[DkimKey]) -> None:
     )
     assert (bits, key_type) == (2048, b"rsa")
     assert public_key["publicExponent"] == 65537
+
+
+def test_spf_lists_no_provider_when_there_is_none_to_name(keys: list[DkimKey]) -> None:
+    records = by_name(dns_records(domains=[MAIN], keys=keys, spf_include=None))
+    assert records[MAIN].value == "v=spf1 ~all"

@@ -161,6 +161,23 @@ def test_suppression_expires(ledger):
     assert ledger.suppressed(["x@example.org"], now=utcnow() + timedelta(seconds=6)) == set()
 
 
+def test_suppressions_are_listed_in_force_and_can_be_lifted(ledger):
+    now = utcnow()
+    ledger.add_suppressions([
+        Suppression("B@example.org", "bounce", "e1", now + timedelta(days=90)),
+        Suppression("a@example.org", "complaint", "e2", now + timedelta(days=1)),
+        Suppression("old@example.org", "bounce", "e3", now - timedelta(seconds=1)),
+    ])
+    listed = ledger.suppressions(now=now)
+    assert [(s.recipient, s.reason, s.event_id) for s in listed] == [
+        ("a@example.org", "complaint", "e2"), ("b@example.org", "bounce", "e1")]
+    assert abs((listed[1].expires_at - (now + timedelta(days=90))).total_seconds()) < 1
+    assert ledger.remove_suppression("b@EXAMPLE.org") is True
+    assert ledger.remove_suppression("b@example.org") is False
+    assert ledger.suppressed(["b@example.org"], now=now) == set()
+    assert [s.recipient for s in ledger.suppressions(now=now)] == ["a@example.org"]
+
+
 def test_outbox_ack_removes_only_acknowledged(ledger):
     ledger.add_events([_event("e1"), _event("e2"), _event("e3")])
     pending = ledger.pending_events(2)

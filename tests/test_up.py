@@ -8,8 +8,8 @@ once with several requests.
 
 from __future__ import annotations
 
-import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -74,6 +74,7 @@ def test_notify_up_delivers_through_the_worker_run_and_stops_everything_on_sigte
         wait_for(lambda: status_of(instance, first.run_id) in FINISHED, 30,
                  "the terminated worker run to end")
         assert status_of(instance, first.run_id) is dg.DagsterRunStatus.CANCELED
+        assert not interrupt_tracebacks(instance, first.run_id), "a clean, planned stop"
         second = started_worker(instance, 180)
         assert second.run_id != first.run_id
         assert second.tags["dagster/sensor_name"] == "delivery_worker_sensor"
@@ -88,6 +89,9 @@ def test_notify_up_delivers_through_the_worker_run_and_stops_everything_on_sigte
         assert not session_members(proc.pid), "notify up returned with processes still running"
         unfinished = instance.get_runs(dg.RunsFilter(statuses=list(ACTIVE_STATUSES)))
         assert not unfinished, "no run is left queued or in progress"
+        assert status_of(instance, second.run_id) is dg.DagsterRunStatus.SUCCESS, (
+            "stopping notify up is a planned stop")
+        assert not interrupt_tracebacks(instance, second.run_id)
     finally:
         for pid in session_members(proc.pid):
             os.kill(pid, signal.SIGKILL)
@@ -123,12 +127,25 @@ def status_of(instance: dg.DagsterInstance, run_id: str) -> dg.DagsterRunStatus:
     return run.status
 
 
+def interrupt_tracebacks(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    """Errors in the run's log that an interrupt raised in the middle of the work."""
+    found = []
+    for entry in instance.all_logs(run_id):
+        event = entry.dagster_event
+        error = getattr(event.event_specific_data, "error", None) if event else None
+        if error is not None and ("Interrupt" in error.cls_name or "interrupted" in error.message):
+            found.append(error.to_string())
+    return found
+
+
 def batch_lines(instance: dg.DagsterInstance, run_id: str) -> dict[str, int]:
-    """Requests and deliveries summed over the run's one-line-per-batch log messages."""
+    """Requests and deliveries summed over the run's one-line-per-batch log messages
+    (`batch B: 3 request(s): 2 delivered, 1 rejected (...)`)."""
     totals = {"delivered": 0, "requests": 0}
     for entry in instance.all_logs(run_id):
         if entry.user_message.startswith("batch "):
-            summary = json.loads(entry.user_message.split(": ", 1)[1])
-            for key in totals:
-                totals[key] += summary[key]
+            line = entry.user_message
+            totals["requests"] += int(re.search(r": (\d+) request", line).group(1))
+            delivered = re.search(r"(\d+) delivered", line)
+            totals["delivered"] += int(delivered.group(1)) if delivered else 0
     return totals

@@ -11,6 +11,7 @@ import email.policy
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
@@ -44,7 +46,7 @@ from notify_pipeline.sensors.worker import (
     HANDOVER_SECONDS,
     delivery_worker_sensor,
 )
-from tests.helpers import REPO
+from tests.helpers import REGISTRY, REPO
 
 FINISHED = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE,
             dg.DagsterRunStatus.CANCELED)
@@ -71,6 +73,7 @@ def worker_parts(local, **overrides: Any) -> Iterator[dict[str, Any]]:
             "warehouse": r.warehouse.open(),
             "max_items": settings.batch_max_size,
             "max_age_seconds": 0.0,
+            "current_registry": r.registry.load,
         }
 
 
@@ -128,6 +131,34 @@ def test_loop_delivers_each_request_once_as_it_arrives(local, sink):
     assert sorted(r["message_id"] for r in local.events("event_type = 'delivery'")) == [
         f"m{n}" for n in range(1, 6)]
     assert not LocalInbox(local.home).batches(), "nothing left staged"
+
+
+def test_a_service_registered_while_the_loop_runs_is_served_and_a_broken_change_is_not(
+        local, sink, tmp_path, caplog):
+    from tests.test_registry_watch import MY_APP
+
+    folder = tmp_path / "registry"
+    shutil.copytree(REGISTRY, folder)
+    account = "my-app@my-project.iam.gserviceaccount.com"
+    with worker_parts(local, registry=folder) as parts, caplog.at_level(logging.INFO):
+        loop = BackgroundWorker(parts, current_owner("loop"), poll_seconds=0.05,
+                                max_seconds=120)
+        enqueue(local, "m1")
+        wait_for(lambda: len(local.maildir()) == 1, 30, "the first")
+        (folder / "my-app.yaml").write_text(MY_APP)
+        wait_for(lambda: "registry_watch" in caplog.text, 10, "the reload")
+        local.enqueue(local.request(id="new", subject="new", service="my-app",
+                                    identity_token=local.token(account)))
+        wait_for(lambda: len(local.maildir()) == 2, 30, "the new service's message")
+        (folder / "hr-reminders.yaml").write_text("id: hr-reminders\n")
+        wait_for(lambda: "does not load" in caplog.text, 10, "the broken change's warning")
+        local.enqueue(local.request(id="new2", subject="new2", service="my-app",
+                                    identity_token=local.token(account)))
+        wait_for(lambda: len(local.maildir()) == 3, 30, "a message under the last good one")
+        totals = loop.join()
+    assert totals.delivered == 3 and not totals.rejected
+    assert caplog.text.count("does not load") == 1
+    assert "hr-reminders.yaml" in caplog.text
 
 
 def test_loop_returns_after_max_seconds(local, sink):
@@ -341,7 +372,8 @@ def test_delivery_worker_job_delivers_logs_each_batch_and_reports_totals(local, 
     local.enqueue(local.request(id="x", service="nobody"))
     settings = local.settings.model_copy(update={"batch_max_age_seconds": 0.0,
                                                  "worker_max_seconds": 2.0})
-    with dg.instance_for_test() as instance:
+    captured = {"python_logs": {"managed_python_loggers": ["notify_pipeline"]}}
+    with dg.instance_for_test(overrides=captured) as instance:
         started = time.time()
         result = delivery_worker.execute_in_process(resources=resources_for(settings),
                                                     instance=instance)
@@ -353,10 +385,16 @@ def test_delivery_worker_job_delivers_logs_each_batch_and_reports_totals(local, 
     assert totals["batches"] == 1 and totals["events"] > 0
     outputs = [e for e in result.all_node_events if e.is_successful_output]
     assert outputs[0].step_output_data.metadata["delivered"].value == 3
-    assert sum(m.startswith("batch ") and '"delivered": 3' in m for m in logs) == 1
+    lines = [m for m in logs if m.startswith("batch ")]
+    assert len(lines) == 1
+    assert lines[0].endswith(": 4 request(s): 3 delivered, 1 rejected (unknown_service 1)")
+    assert sum(m.startswith("rejected ") for m in logs) == 1, "each rejection logged once"
+    table = outputs[0].step_output_data.metadata["outcomes"].value
+    assert "| delivered | 3 |" in table and "| rejected: unknown_service | 1 |" in table
     assert run is not None and run.tags[OWNER_TAG] == current_owner(result.run_id)
     assert run.tags["notify/kind"] == "worker"
-    assert started + 1 <= float(run.tags[ENDS_AT_TAG]) <= time.time() + 1, "when it meant to end"
+    ends_at = datetime.fromisoformat(run.tags[ENDS_AT_TAG]).timestamp()
+    assert int(started) + 1 <= ends_at <= time.time() + 1, "when it meant to end, in ISO 8601"
 
 
 # --- the sensors ---------------------------------------------------------------------------------
@@ -370,7 +408,7 @@ def _worker_run(instance: dg.DagsterInstance, status: dg.DagsterRunStatus,
                              delivery_worker.name)
     tags = {OWNER_TAG: owner} if owner else {}
     if ends_in is not None:
-        tags[ENDS_AT_TAG] = f"{time.time() + ends_in:.0f}"
+        tags[ENDS_AT_TAG] = datetime.fromtimestamp(time.time() + ends_in, UTC).isoformat()
     return instance.add_run(dg.DagsterRun(job_name=delivery_worker.name, status=status,
                                           tags=tags, remote_job_origin=origin))
 
@@ -466,7 +504,8 @@ def test_worker_sensor_is_registered_unless_turned_off(local, monkeypatch):
     assert "delivery_worker_sensor" in [s.name for s in build_definitions(local.settings).sensors]
     monkeypatch.setenv("NOTIFY_DELIVERY_WORKER", "false")
     off = build_definitions(local.settings)
-    assert [s.name for s in off.sensors or []] == ["inbox_sensor", "services_sensor"]
+    assert [s.name for s in off.sensors or []] == [
+        "inbox_sensor", "registry_sensor", "services_sensor"]
     assert "delivery_worker" in [j.name for j in off.resolve_all_job_defs()], "still launchable"
 
 

@@ -15,7 +15,7 @@ import heapq
 import logging
 import os
 from collections.abc import Generator, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -147,8 +147,9 @@ class LocalInbox(Inbox):
         folder = self.batch_dir / batch_id
         for key in keys:
             (folder / key).unlink(missing_ok=True)
-        if folder.exists() and not any(folder.iterdir()):
-            folder.rmdir()
+        with suppress(FileNotFoundError):  # another owner emptied it too, and got there first
+            if not any(folder.iterdir()):
+                folder.rmdir()
 
     def quarantine(self, batch_id: str, key: str, body: bytes, note: str) -> None:
         """Keep a rejected request beside a note, with its identity token removed."""

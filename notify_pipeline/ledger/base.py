@@ -174,6 +174,14 @@ class Ledger(ABC):
         """Suppress recipients (later entries extend earlier ones)."""
 
     @abstractmethod
+    def suppressions(self, *, now: datetime) -> list[Suppression]:
+        """Every suppression in force at `now`, by address (for operators)."""
+
+    @abstractmethod
+    def remove_suppression(self, recipient: str) -> bool:
+        """Lift a recipient's suppression (an operator's decision); False if there was none."""
+
+    @abstractmethod
     def state_of(self, service: str, message_id: str) -> MessageState | None:
         """The message's current state, or None if it was never claimed."""
 

@@ -96,6 +96,9 @@ STATEMENTS = Statements(
     pending_events="SELECT seq, body FROM outbox ORDER BY seq LIMIT %s",
     ack_events="DELETE FROM outbox WHERE seq = ANY(%s)",
     suppressed="SELECT recipient FROM suppressions WHERE recipient = ANY(%s) AND expires_at > %s",
+    suppressions="SELECT recipient, reason, event_id, expires_at FROM suppressions"
+    " WHERE expires_at > %s ORDER BY recipient",
+    remove_suppression="DELETE FROM suppressions WHERE recipient = %s",
     state_of="SELECT state FROM messages WHERE service = %s AND message_id = %s",
     create_batch="INSERT INTO batches VALUES (%s, 0, NULL, '-infinity') ON CONFLICT DO NOTHING",
     lock_batch="SELECT owner, lease_expires_at > %s FROM batches WHERE batch_id = %s FOR UPDATE",
@@ -178,6 +181,10 @@ class PostgresLedger(SqlLedger):
     @staticmethod
     def _when(moment: datetime) -> datetime:
         return moment
+
+    @staticmethod
+    def _moment(stored: Any) -> datetime:
+        return stored  # type: ignore[no-any-return]
 
     @staticmethod
     def _list(values: list[Any]) -> list[Any]:

@@ -69,6 +69,8 @@ class Statements:
     pending_events: str  # limit → seq, body, oldest first
     ack_events: str  # seqs (a list)
     suppressed: str  # recipients (a list), now → recipient
+    suppressions: str  # now → recipient, reason, event_id, expires_at; by recipient
+    remove_suppression: str  # recipient
     state_of: str  # service, message_id → state
     create_batch: str  # batch_id: an untaken row with no attempts, unless there is one
     lock_batch: str  # now, batch_id → owner, lease live
@@ -107,6 +109,11 @@ class SqlLedger(Ledger):
     @abstractmethod
     def _list(values: list[Any]) -> object:
         """A list bound as one parameter."""
+
+    @staticmethod
+    @abstractmethod
+    def _moment(stored: Any) -> datetime:
+        """A time as this database's columns hold it, back as a datetime."""
 
     def claim(
         self, claims: Sequence[Claim], *, owner: str, lease_seconds: float, now: datetime
@@ -169,6 +176,16 @@ class SqlLedger(Ledger):
     def add_suppressions(self, suppressions: Sequence[Suppression]) -> None:
         with self._tx() as cur:
             self._suppress(cur, suppressions)
+
+    def suppressions(self, *, now: datetime) -> list[Suppression]:
+        rows = self._rows(self.sql.suppressions, (self._when(now),))
+        return [Suppression(str(r), str(reason), str(event), self._moment(until))
+                for r, reason, event, until in rows]
+
+    def remove_suppression(self, recipient: str) -> bool:
+        with self._tx() as cur:
+            cur.execute(self.sql.remove_suppression, (recipient.lower(),))
+            return bool(cur.rowcount > 0)
 
     def _queue(self, cur: Cursor, events: Sequence[Event]) -> None:
         """Outbox rows in the given order, then the final statuses they settle."""

@@ -11,7 +11,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +82,9 @@ STATEMENTS = Statements(
     ack_events="DELETE FROM outbox WHERE seq IN (SELECT value FROM json_each(?))",
     suppressed="SELECT recipient FROM suppressions"
     " WHERE recipient IN (SELECT value FROM json_each(?)) AND expires_at > ?",
+    suppressions="SELECT recipient, reason, event_id, expires_at FROM suppressions"
+    " WHERE expires_at > ? ORDER BY recipient",
+    remove_suppression="DELETE FROM suppressions WHERE recipient = ?",
     state_of="SELECT state FROM messages WHERE service = ? AND message_id = ?",
     create_batch="INSERT INTO batches VALUES (?, 0, NULL, 0) ON CONFLICT DO NOTHING",
     lock_batch="SELECT owner, lease_expires_at > ? FROM batches WHERE batch_id = ?",
@@ -131,6 +134,10 @@ class SqliteLedger(SqlLedger):
     @staticmethod
     def _when(moment: datetime) -> float:
         return moment.timestamp()
+
+    @staticmethod
+    def _moment(stored: Any) -> datetime:
+        return datetime.fromtimestamp(stored, UTC)
 
     @staticmethod
     def _list(values: list[Any]) -> str:

@@ -121,7 +121,8 @@ class BatchAttempt:
             self.summary.rejected[r.error.reason.value] += 1
             note = f"{r.item.key}: {r.error}"
             log.warning("rejected %s", note)
-            self.summary.note_reject(note)
+            request = next((e.message_id for e in r.events if e.message_id), r.item.key)
+            self.summary.note_reject(note, reason=r.error.reason.value, request=request)
             self.inbox.quarantine(self.batch_id, r.item.key, r.item.body, str(r.error))
             self.done.append(r.item.key)
 

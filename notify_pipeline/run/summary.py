@@ -15,6 +15,8 @@ from typing import Any
 
 # How many reject sentences a batch keeps for its run's log and metadata.
 MAX_REJECT_EXAMPLES = 20
+# How many request ids a batch keeps per reject reason, for its summary table.
+MAX_SAMPLES_PER_REASON = 3
 
 
 @dataclass
@@ -75,19 +77,25 @@ class BatchSummary(Counts):
     attempt: int | None = None
     events: int = 0  # recorded in the ledger's outbox by this batch
     reject_examples: list[str] = field(default_factory=list)
+    # reject reason -> a few request ids (or inbox keys, for requests that did not parse)
+    reject_samples: dict[str, list[str]] = field(default_factory=dict)
 
-    def note_reject(self, sentence: str) -> None:
+    def note_reject(self, sentence: str, *, reason: str = "", request: str = "") -> None:
         if len(self.reject_examples) < MAX_REJECT_EXAMPLES:
             self.reject_examples.append(sentence)
+        samples = self.reject_samples.setdefault(reason, [])
+        if request and len(samples) < MAX_SAMPLES_PER_REASON:
+            samples.append(request)
 
     def as_dict(self) -> dict[str, Any]:
         return {"batch_id": self.batch_id, "attempt": self.attempt, **self.counts_dict(),
-                "events": self.events}
+                "events": self.events, "reject_samples": self.reject_samples}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BatchSummary:
         """The summary back from `as_dict` (a run's output), e.g. to add it to totals."""
-        summary = cls(batch_id=data["batch_id"], attempt=data["attempt"], events=data["events"])
+        summary = cls(batch_id=data["batch_id"], attempt=data["attempt"], events=data["events"],
+                      reject_samples=dict(data.get("reject_samples", {})))
         summary.add(Counts.from_counts(data))
         return summary
 
@@ -101,14 +109,19 @@ class Totals(Counts):
     staged: int = 0
     errors: int = 0
     events: int = 0
+    reject_samples: dict[str, list[str]] = field(default_factory=dict)  # the first batches'
 
     def add_batch(self, summary: BatchSummary) -> None:
         self.add(summary)
         self.batches += 1
+        for reason, requests in summary.reject_samples.items():
+            kept = self.reject_samples.setdefault(reason, [])
+            kept += requests[: MAX_SAMPLES_PER_REASON - len(kept)]
 
     def as_dict(self) -> dict[str, Any]:
         return {"batches": self.batches, "staged": self.staged, "errors": self.errors,
-                **self.counts_dict(), "events": self.events}
+                **self.counts_dict(), "events": self.events,
+                "reject_samples": {k: list(v) for k, v in sorted(self.reject_samples.items())}}
 
 
 @contextmanager

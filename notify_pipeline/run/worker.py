@@ -20,6 +20,7 @@ from notify_pipeline.events import utcnow
 from notify_pipeline.faults import crashpoint
 from notify_pipeline.inbox.base import Inbox
 from notify_pipeline.ledger.base import Ledger
+from notify_pipeline.registry import Registry
 from notify_pipeline.run.pipeline import Pipeline, flush_events
 from notify_pipeline.run.summary import BatchSummary, Totals
 from notify_pipeline.warehouse.base import Warehouse
@@ -61,6 +62,7 @@ def run_worker(
     max_seconds: float,
     stop: threading.Event | None = None,
     on_batch: Callable[[BatchSummary], None] | None = None,
+    current_registry: Callable[[], Registry] | None = None,
 ) -> Totals:
     """Stage and deliver until `max_seconds` have passed or `stop` is set, then return totals.
 
@@ -69,11 +71,13 @@ def run_worker(
     when its lease's retry delay allows, so it is never retried in a hot loop. A pass that fails
     outside any batch (the inbox or ledger unreachable) is logged and retried with a growing
     pause. Interrupts (BaseException) propagate: `process_batch` releases the batch lease on the
-    way out.
+    way out. `current_registry`, when given, is asked before each batch for the registry in
+    force, so a registry change reaches the loop without a restart.
     """
     stop = stop or threading.Event()
     deadline = time.monotonic() + max_seconds
     worker = _Worker(inbox, open_ledger, make_pipeline, warehouse, owner, on_batch)
+    worker.current_registry = current_registry
     failures = 0
     try:
         while not stop.is_set() and time.monotonic() < deadline:
@@ -114,6 +118,7 @@ class _Worker:
         self.owner = owner
         self.on_batch = on_batch
         self.totals = Totals()
+        self.current_registry: Callable[[], Registry] | None = None
         self._opened: tuple[Ledger, Pipeline] | None = None
         self._unflushed = False  # a flush failed: events wait in the ledger outbox
 
@@ -125,6 +130,7 @@ class _Worker:
             stage_batches(self.inbox, max_items=max_items, max_age_seconds=max_age_seconds)
         )
         worked = False
+        self._refreshed()  # so a registry change is seen (and a broken one reported) when idle
         for batch_id in ready_batches(self.inbox, self._open()[0]):
             if stop.is_set() or time.monotonic() >= deadline:
                 break
@@ -147,7 +153,7 @@ class _Worker:
         before it did), or when it only handed everything back: then the loop pauses before its
         next pass instead of taking the batch again at once.
         """
-        _, pipeline = self._open()
+        pipeline = self._refreshed()
         with pipeline.transport:  # one SMTP session per batch: idle ones get dropped
             summary = pipeline.process_batch(self.inbox, batch_id, owner=self.owner)
         if summary.attempt is None or not summary.requests:
@@ -162,6 +168,13 @@ class _Worker:
                           " outbox until the next flush")
             self.totals.errors += 1
         return summary.requests > summary.deferred
+
+    def _refreshed(self) -> Pipeline:
+        """The pipeline, with the registry in force now."""
+        _, pipeline = self._open()
+        if self.current_registry is not None:
+            pipeline.registry = self.current_registry()
+        return pipeline
 
     def _flush(self) -> None:
         self._unflushed = True

@@ -42,9 +42,10 @@ def batch_run_requests(inbox: Inbox, ledger: Ledger) -> list[dg.RunRequest]:
 
 @dg.sensor(
     job=deliver_batch,
-    minimum_interval_seconds=2,
+    minimum_interval_seconds=5,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Batches requests waiting in the inbox and requests one delivery run per batch.",
+    description="Every 5 s: batches requests waiting in the inbox and requests one delivery run"
+    " per batch (left to the delivery worker while one runs).",
 )
 def inbox_sensor(
     context: dg.SensorEvaluationContext,
@@ -72,6 +73,9 @@ def inbox_sensor(
     cursor["staged_batches"] += len(staged)
     if staged:
         cursor["last_batch"] = staged[-1]
-    if not requests:
-        return dg.SkipReason(f"{box.waiting()} request(s) waiting; no batch ready to run")
+    if not requests:  # the tick shows why, and the cursor still counts what was staged
+        return dg.SensorResult(
+            skip_reason=f"{box.waiting()} request(s) waiting; no batch ready to run",
+            cursor=json.dumps(cursor, sort_keys=True),
+        )
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor, sort_keys=True))

@@ -7,7 +7,7 @@ minute two may run. Run keys are `worker.<n>`, `n` counted in the cursor, so a t
 twice with the same cursor cannot launch two.
 """
 
-import time
+from datetime import UTC, datetime
 
 import dagster as dg
 
@@ -49,7 +49,10 @@ def active_worker(instance: dg.DagsterInstance) -> dg.DagsterRun | None:
 
 def _ending_soon(run: dg.DagsterRun) -> bool:
     ends_at = run.tags.get(ENDS_AT_TAG)
-    return ends_at is not None and float(ends_at) - time.time() <= HANDOVER_SECONDS
+    if ends_at is None:
+        return False
+    left = datetime.fromisoformat(ends_at) - datetime.now(UTC)
+    return left.total_seconds() <= HANDOVER_SECONDS
 
 
 @dg.sensor(

@@ -29,10 +29,13 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SCREENSHOTS = REPO / "test-artifacts" / "screenshots"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-SENSORS = ("delivery_worker_sensor", "inbox_sensor", "registry_sensor")
+SENSORS = ("delivery_worker_sensor", "inbox_sensor", "registry_sensor", "services_sensor")
 LOCATION = "notify_pipeline.definitions"
+LINEAGE_GROUP = "analytics"
+ASSET_KEYS = ("events", "service_events", "daily_stats", "bounce_rates", "bounce_rate_alerts",
+              "sheets_export", "dns_records", "event_retention")
 # What each sensor's skipped ticks say while a worker run is in charge.
-SKIP_REASONS = {"registry_sensor": "registry valid: 3 services",
+SKIP_REASONS = {"registry_sensor": "registry valid: 4 services",
                 "inbox_sensor": "it has the inbox",
                 "delivery_worker_sensor": "delivery worker run "}
 
@@ -121,3 +124,8 @@ def test_sensors_show_their_last_tick_and_a_worker_run_its_outcome_table(local, 
     table = dialog.inner_text()
     assert "delivered" in table and "ui-2" in table, "counts, and the rejected request's id"
     page.screenshot(path=str(SCREENSHOTS / "worker-run-outcomes.png"), full_page=True)
+
+    page.goto(f"http://127.0.0.1:{ui_port}/locations/{LOCATION}/asset-groups/{LINEAGE_GROUP}")
+    for key in ASSET_KEYS:  # each asset is a node of the lineage graph
+        page.get_by_text(key, exact=True).first.wait_for(timeout=30_000)
+    page.screenshot(path=str(SCREENSHOTS / "asset-lineage.png"), full_page=True)

@@ -38,6 +38,7 @@ def _quiet_unless(verbose: bool) -> Iterator[None]:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("notify: %(message)s"))
     ours = logging.getLogger("notify_pipeline")
+    level = ours.level
     ours.addHandler(handler)
     ours.setLevel(logging.INFO if verbose else logging.WARNING)
     try:
@@ -48,6 +49,7 @@ def _quiet_unless(verbose: bool) -> Iterator[None]:
             yield
     finally:
         ours.removeHandler(handler)
+        ours.setLevel(level)  # an in-process caller (a test, say) keeps its own logging
 
 
 @contextmanager

@@ -35,7 +35,27 @@ from notify_pipeline.message import Attachment, Envelope
 
 # Each class also names BaseHeader, which HeaderRegistry mixes in at runtime anyway; typeshed's
 # stubs for the mixins and BaseHeader disagree on `max_count`/`init`, hence the ignores.
-class _SubjectHeader(UniqueUnstructuredHeader, BaseHeader):  # type: ignore[misc]
+class _LiteralText:
+    """A header whose text is the caller's, kept literal: parsed without decoding, and folded
+    by us as encoded words where it could start one (see `_fold_encoded`)."""
+
+    @classmethod
+    def parse(cls, value: str, kwds: dict[str, Any]) -> None:
+        """As the stdlib parses it, but the header's text is `value` itself, undecoded."""
+        super().parse(value, kwds)  # type: ignore[misc]
+        kwds["decoded"] = value
+
+    def fold(self, *, policy: Policy) -> str:
+        text, name = str(self), self.name  # type: ignore[attr-defined]
+        if _ENCODED_WORD_START in text:
+            return _fold_encoded(name, text, policy)
+        return self._fold_plain(policy)
+
+    def _fold_plain(self, policy: Policy) -> str:
+        raise NotImplementedError
+
+
+class _SubjectHeader(_LiteralText, UniqueUnstructuredHeader, BaseHeader):  # type: ignore[misc]
     """Subject folded by the legacy `email.header.Header` encoder, its text kept literal.
 
     CPython 3.11's modern folder drops the space between two RFC 2047 encoded words in about one
@@ -43,31 +63,15 @@ class _SubjectHeader(UniqueUnstructuredHeader, BaseHeader):  # type: ignore[misc
     keeps each space inside an encoded word and round-trips exactly.
     """
 
-    @classmethod
-    def parse(cls, value: str, kwds: dict[str, Any]) -> None:
-        """As the stdlib parses it, but the header's text is `value` itself, undecoded."""
-        super().parse(value, kwds)
-        kwds["decoded"] = value
-
-    def fold(self, *, policy: Policy) -> str:
-        if _ENCODED_WORD_START in self:
-            return _fold_encoded(self.name, str(self), policy)
+    def _fold_plain(self, policy: Policy) -> str:
         return _fold(self.name, Header(str(self), header_name=self.name), policy)
 
 
-class _CallerHeader(UnstructuredHeader, BaseHeader):
+class _CallerHeader(_LiteralText, UnstructuredHeader, BaseHeader):
     """A caller's extra header: unstructured whatever its name, its text kept literal."""
 
-    @classmethod
-    def parse(cls, value: str, kwds: dict[str, Any]) -> None:
-        """As the stdlib parses it, but the header's text is `value` itself, undecoded."""
-        super().parse(value, kwds)
-        kwds["decoded"] = value
-
-    def fold(self, *, policy: Policy) -> str:
-        if _ENCODED_WORD_START in self:
-            return _fold_encoded(self.name, str(self), policy)
-        folded: str = super().fold(policy=policy)
+    def _fold_plain(self, policy: Policy) -> str:
+        folded: str = BaseHeader.fold(self, policy=policy)
         return folded
 
 

@@ -9,19 +9,15 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pytest
 
 from benchmarks.harness import session_members
-from tests.conftest import free_port
 from tests.helpers import REPO
-from tests.test_up import FINISHED, started_worker, status_of, ui_ready, wait_for
+from tests.test_up import FINISHED, start_up, started_worker, status_of, ui_ready, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -43,13 +39,8 @@ SKIP_REASONS = {"registry_sensor": "registry valid: 4 services",
 @pytest.fixture
 def console(local, tmp_path) -> Iterator[tuple[int, dg.DagsterInstance]]:
     """`notify up` on free ports, its worker runs lasting 30 s so one ends during the test."""
-    ui_port = free_port()
-    env = {**os.environ, **local.env, "NOTIFY_WORKER_MAX_SECONDS": "30",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     log = (tmp_path / "up.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "notify_pipeline.cli", "up", "--port",
-                             str(ui_port)], cwd=REPO, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc, ui_port = start_up(local, log, NOTIFY_WORKER_MAX_SECONDS="30")
     instance = None
     try:
         wait_for(lambda: ui_ready(ui_port), 180, "the Dagster UI")

@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import IO
 
 import dagster as dg
 import pytest
@@ -37,6 +38,17 @@ def wait_for(predicate, timeout: float, what: str) -> None:
         time.sleep(0.5)
 
 
+def start_up(local, log: IO[bytes], **env: str) -> tuple[subprocess.Popen[bytes], int]:
+    """`notify up` for `local` on a free UI port, in a session of its own, output to `log`."""
+    ui_port = free_port()
+    environment = {**os.environ, **local.env, **env,
+                   "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.Popen([sys.executable, "-m", "notify_pipeline.cli", "up", "--port",
+                             str(ui_port)], cwd=REPO, env=environment, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    return proc, ui_port
+
+
 def ui_ready(port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2) as resp:
@@ -47,13 +59,8 @@ def ui_ready(port: int) -> bool:
 
 def test_notify_up_delivers_through_the_worker_run_and_stops_everything_on_sigterm(local,
                                                                                  tmp_path):
-    ui_port = free_port()
-    env = {**os.environ, **local.env,
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     log = (tmp_path / "up.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "notify_pipeline.cli", "up", "--port",
-                             str(ui_port)], cwd=REPO, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc, ui_port = start_up(local, log)
     instance = None
     try:
         wait_for(lambda: ui_ready(ui_port), 120, "the Dagster UI")

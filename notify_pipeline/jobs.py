@@ -134,7 +134,7 @@ def work_inbox(
         )
     data = totals.as_dict()
     meta: dict[str, Any] = {
-        "outcomes": dg.MetadataValue.md(outcome_table(totals, totals.reject_samples))
+        "outcomes": dg.MetadataValue.md(outcome_table(totals))
     }
     meta.update(
         {key: dg.MetadataValue.int(value) for key, value in data.items() if isinstance(value, int)}
@@ -189,7 +189,7 @@ def _flush(
 def _metadata(summary: BatchSummary) -> dict[str, Any]:
     data = summary.as_dict()
     meta: dict[str, Any] = {
-        "outcomes": dg.MetadataValue.md(outcome_table(summary, summary.reject_samples))
+        "outcomes": dg.MetadataValue.md(outcome_table(summary))
     }
     meta.update({
         key: dg.MetadataValue.int(value)

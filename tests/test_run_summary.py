@@ -6,11 +6,13 @@ from dataclasses import fields
 
 from notify_pipeline.run import BatchSummary, Counts, Totals
 
+NOT_COUNTS = ("rejected", "stage_seconds", "reject_samples")
+
 
 def _summary(seed: int) -> BatchSummary:
     summary = BatchSummary(batch_id=f"b{seed}", attempt=1, events=seed * 3)
     for number, f in enumerate(fields(Counts), start=1):
-        if f.name not in ("rejected", "stage_seconds"):
+        if f.name not in NOT_COUNTS:
             setattr(summary, f.name, seed * number)
     summary.rejected.update({"malformed": seed, "unknown_service": 1})
     summary.stage_seconds["render"] += seed / 10
@@ -24,7 +26,7 @@ def test_totals_add_every_count_of_every_batch():
 
     expected = _summary(3)  # each count is linear in the seed
     for f in fields(Counts):
-        if f.name not in ("rejected", "stage_seconds"):
+        if f.name not in NOT_COUNTS:
             assert getattr(totals, f.name) == getattr(expected, f.name), f.name
     assert totals.rejected == {"malformed": 3, "unknown_service": 2}
     assert round(totals.stage_seconds["render"], 6) == 0.3

@@ -33,12 +33,12 @@ def batch_line(summary: BatchSummary) -> str:
     return f"batch {summary.batch_id}: {summary.requests} request(s): {outcome}"
 
 
-def outcome_table(counts: Counts, samples: dict[str, list[str]] | None = None) -> str:
+def outcome_table(counts: Counts) -> str:
     """A markdown table: one row per outcome and per reject reason that occurred."""
     rows = [(label, getattr(counts, name), "") for name, label in OUTCOMES
             if getattr(counts, name)]
     for reason, n in sorted(counts.rejected.items()):
-        shown = ", ".join(f"`{_cell(s)}`" for s in (samples or {}).get(reason, []))
+        shown = ", ".join(f"`{_cell(s)}`" for s in counts.reject_samples.get(reason, []))
         rows.append((f"rejected: {reason}", n, shown))
     if counts.suppressed_recipients:
         rows.append(("recipients suppressed", counts.suppressed_recipients, ""))

@@ -34,6 +34,9 @@ class Counts:
     bounced_recipients: int = 0
     suppressed_recipients: int = 0
     stage_seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
+    # reject reason -> a few request ids (or inbox keys, for requests that did not parse): the
+    # first ones seen, at most MAX_SAMPLES_PER_REASON each
+    reject_samples: dict[str, list[str]] = field(default_factory=dict)
 
     def add(self, other: Counts) -> None:
         """Add another summary's counts (a batch's, or totals) to these."""
@@ -42,11 +45,16 @@ class Counts:
         self.rejected.update(other.rejected)
         for stage, seconds in other.stage_seconds.items():
             self.stage_seconds[stage] += seconds
+        for reason, requests in other.reject_samples.items():
+            kept = self.reject_samples.setdefault(reason, [])
+            kept += requests[: MAX_SAMPLES_PER_REASON - len(kept)]
 
     @classmethod
     def from_counts(cls, data: Mapping[str, Any]) -> Counts:
         """The counts of a summary's or totals' `as_dict` (a run's output, a pass's JSON)."""
-        counts = Counts(rejected=Counter(data["rejected"]))
+        counts = Counts(rejected=Counter(data["rejected"]),
+                        reject_samples={k: list(v) for k, v in
+                                        data.get("reject_samples", {}).items()})
         for name in _COUNT_FIELDS:
             setattr(counts, name, data[name])
         counts.stage_seconds.update(data["stage_seconds"])
@@ -58,11 +66,13 @@ class Counts:
         data["stage_seconds"] = {
             stage: round(seconds, 4) for stage, seconds in sorted(self.stage_seconds.items())
         }
+        data["reject_samples"] = {k: list(v) for k, v in sorted(self.reject_samples.items())}
         return data
 
 
 _COUNT_FIELDS = tuple(
-    f.name for f in fields(Counts) if f.name not in ("rejected", "stage_seconds")
+    f.name for f in fields(Counts)
+    if f.name not in ("rejected", "stage_seconds", "reject_samples")
 )
 
 
@@ -77,8 +87,6 @@ class BatchSummary(Counts):
     attempt: int | None = None
     events: int = 0  # recorded in the ledger's outbox by this batch
     reject_examples: list[str] = field(default_factory=list)
-    # reject reason -> a few request ids (or inbox keys, for requests that did not parse)
-    reject_samples: dict[str, list[str]] = field(default_factory=dict)
 
     def note_reject(self, sentence: str, *, reason: str = "", request: str = "") -> None:
         if len(self.reject_examples) < MAX_REJECT_EXAMPLES:
@@ -89,13 +97,12 @@ class BatchSummary(Counts):
 
     def as_dict(self) -> dict[str, Any]:
         return {"batch_id": self.batch_id, "attempt": self.attempt, **self.counts_dict(),
-                "events": self.events, "reject_samples": self.reject_samples}
+                "events": self.events}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BatchSummary:
         """The summary back from `as_dict` (a run's output), e.g. to add it to totals."""
-        summary = cls(batch_id=data["batch_id"], attempt=data["attempt"], events=data["events"],
-                      reject_samples=dict(data.get("reject_samples", {})))
+        summary = cls(batch_id=data["batch_id"], attempt=data["attempt"], events=data["events"])
         summary.add(Counts.from_counts(data))
         return summary
 
@@ -109,19 +116,14 @@ class Totals(Counts):
     staged: int = 0
     errors: int = 0
     events: int = 0
-    reject_samples: dict[str, list[str]] = field(default_factory=dict)  # the first batches'
 
     def add_batch(self, summary: BatchSummary) -> None:
         self.add(summary)
         self.batches += 1
-        for reason, requests in summary.reject_samples.items():
-            kept = self.reject_samples.setdefault(reason, [])
-            kept += requests[: MAX_SAMPLES_PER_REASON - len(kept)]
 
     def as_dict(self) -> dict[str, Any]:
         return {"batches": self.batches, "staged": self.staged, "errors": self.errors,
-                **self.counts_dict(), "events": self.events,
-                "reject_samples": {k: list(v) for k, v in sorted(self.reject_samples.items())}}
+                **self.counts_dict(), "events": self.events}
 
 
 @contextmanager

@@ -81,7 +81,9 @@ def test_notify_up_delivers_through_the_worker_run_and_stops_everything_on_sigte
         wait_for(lambda: status_of(instance, first.run_id) in FINISHED, 30,
                  "the terminated worker run to end")
         assert status_of(instance, first.run_id) is dg.DagsterRunStatus.CANCELED
-        assert not interrupt_tracebacks(instance, first.run_id), "a clean, planned stop"
+        assert not tracebacks(instance, first.run_id), "terminated cleanly, no stack traces"
+        assert step_failures(instance, first.run_id) == [
+            "Terminated on request. The batch in hand was finished first; nothing was lost."]
         second = started_worker(instance, 180)
         assert second.run_id != first.run_id
         assert second.tags["dagster/sensor_name"] == "delivery_worker_sensor"
@@ -98,7 +100,8 @@ def test_notify_up_delivers_through_the_worker_run_and_stops_everything_on_sigte
         assert not unfinished, "no run is left queued or in progress"
         assert status_of(instance, second.run_id) is dg.DagsterRunStatus.SUCCESS, (
             "stopping notify up is a planned stop")
-        assert not interrupt_tracebacks(instance, second.run_id)
+        assert not tracebacks(instance, second.run_id)
+        assert not step_failures(instance, second.run_id)
     finally:
         for pid in session_members(proc.pid):
             os.kill(pid, signal.SIGKILL)
@@ -134,15 +137,23 @@ def status_of(instance: dg.DagsterInstance, run_id: str) -> dg.DagsterRunStatus:
     return run.status
 
 
-def interrupt_tracebacks(instance: dg.DagsterInstance, run_id: str) -> list[str]:
-    """Errors in the run's log that an interrupt raised in the middle of the work."""
+def tracebacks(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    """Errors in the run's log that an operator would read as a crash: any with a stack trace, a
+    cause, or an interrupt raised in the middle of the work."""
     found = []
     for entry in instance.all_logs(run_id):
         event = entry.dagster_event
         error = getattr(event.event_specific_data, "error", None) if event else None
-        if error is not None and ("Interrupt" in error.cls_name or "interrupted" in error.message):
+        if error is not None and (error.stack or error.cause or "Interrupt" in error.cls_name
+                                  or "interrupted" in error.message):
             found.append(error.to_string())
     return found
+
+
+def step_failures(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    """The messages of the run's step failures."""
+    return [entry.dagster_event.event_specific_data.error.message
+            for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE)]
 
 
 def batch_lines(instance: dg.DagsterInstance, run_id: str) -> dict[str, int]:

@@ -26,7 +26,7 @@ from notify_pipeline.resources import (
 )
 from notify_pipeline.run import BatchSummary, Pipeline, flush_events, run_worker
 from notify_pipeline.run.interrupts import stop_on_interrupt
-from notify_pipeline.run.report import batch_line, outcome_table
+from notify_pipeline.run.report import batch_line, limits_table, outcome_table
 
 BATCH_TAG = "notify/batch"
 OWNER_TAG = "notify/owner"
@@ -86,6 +86,7 @@ def build_pipeline(
         max_message_attempts=deployment.max_message_attempts,
         suppress_for=deployment.suppress_for,
         max_request_bytes=deployment.max_request_bytes,
+        limits=deployment.sending_limits,
     )
 
 
@@ -140,6 +141,7 @@ def work_inbox(
         {key: dg.MetadataValue.int(value) for key, value in data.items() if isinstance(value, int)}
     )
     meta["rejected_by_reason"] = dg.MetadataValue.json(data["rejected"])
+    meta["deferred_by_reason"] = dg.MetadataValue.json(data["deferred_by"])
     if stop.is_set() and _terminating(context):
         # The only way to end a run CANCELED, rather than SUCCESS, once its step has finished.
         raise dg.Failure(description="Terminated on request. The batch in hand was finished"
@@ -198,7 +200,10 @@ def _metadata(summary: BatchSummary) -> dict[str, Any]:
     })
     meta["batch_id"] = dg.MetadataValue.text(summary.batch_id)
     meta["rejected_by_reason"] = dg.MetadataValue.json(data["rejected"])
+    meta["deferred_by_reason"] = dg.MetadataValue.json(data["deferred_by"])
     meta["stage_seconds"] = dg.MetadataValue.json(data["stage_seconds"])
+    if summary.limits:
+        meta["sending_limits"] = dg.MetadataValue.md(limits_table(summary.limits))
     if summary.reject_examples:
         meta["reject_examples"] = dg.MetadataValue.md(
             "\n".join(f"- `{line}`" for line in summary.reject_examples)
@@ -213,6 +218,7 @@ def _tag_run(context: dg.OpExecutionContext, summary: BatchSummary) -> None:
         "notify/rejected": str(sum(summary.rejected.values())),
         "notify/failed": str(summary.failed + summary.ambiguous),
         "notify/duplicates": str(summary.duplicates),
+        "notify/deferred": str(summary.deferred),
     }
     context.instance.add_run_tags(context.run_id, tags)
 

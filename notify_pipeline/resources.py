@@ -35,6 +35,7 @@ from notify_pipeline.inbox.pubsub import PubSubInbox, subscriber_client
 from notify_pipeline.ledger.base import Ledger
 from notify_pipeline.ledger.postgres import PostgresLedger
 from notify_pipeline.ledger.sqlite import SqliteLedger
+from notify_pipeline.limits import SendingLimits
 from notify_pipeline.local_issuer import LocalIssuer
 from notify_pipeline.policy import Domains
 from notify_pipeline.provider_events.sns import CertificateFetcher, SnsVerifier
@@ -80,6 +81,9 @@ class DeploymentResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     worker_poll_seconds: float = d.WORKER_POLL_SECONDS
     worker_max_seconds: float = d.WORKER_MAX_SECONDS
     via_ses: bool = False  # SPF then names Amazon SES
+    limit_per_minute: int = d.LIMIT_PER_MINUTE
+    limit_per_day: int = d.LIMIT_PER_DAY
+    warmup_schedule: list[int] = list(d.WARMUP_SCHEDULE)
 
     @property
     def domains(self) -> Domains:
@@ -88,6 +92,11 @@ class DeploymentResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     @property
     def suppress_for(self) -> timedelta:
         return timedelta(days=self.suppression_days)
+
+    @property
+    def sending_limits(self) -> SendingLimits:
+        return SendingLimits(self.limit_per_minute, self.limit_per_day,
+                             tuple(self.warmup_schedule))
 
 
 class RegistryResource(dg.ConfigurableResource):  # type: ignore[type-arg]

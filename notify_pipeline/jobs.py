@@ -80,7 +80,7 @@ def build_pipeline(
         verifier=identity.verifier(),
         ledger=book,
         signer_for=signing.signer_for,
-        transport=transport.transport(),
+        transport=transport.transport(book),
         lease_seconds=deployment.claim_lease_seconds,
         retry_after_seconds=deployment.provider_retry_seconds,
         max_message_attempts=deployment.max_message_attempts,

@@ -25,6 +25,7 @@ from notify_pipeline.bigquery_resource import EmulatorAwareBigQueryResource
 from notify_pipeline.delivery.base import Transport
 from notify_pipeline.delivery.pool import TransportPool
 from notify_pipeline.delivery.ses import SesTransport
+from notify_pipeline.delivery.shared_rate import SharedSendRate
 from notify_pipeline.delivery.smtp import SmtpTransport
 from notify_pipeline.identity import FileCertSource, HttpCertSource, TokenVerifier
 from notify_pipeline.inbox.base import Inbox
@@ -181,9 +182,10 @@ class SigningResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
 
 class TransportResource(dg.ConfigurableResource):  # type: ignore[type-arg]
-    """Builds the transport that hands messages to the provider."""
+    """Builds the transport that hands messages to the provider; `ledger` is the run's own, for
+    what every worker must share (SES's send rate)."""
 
-    def transport(self) -> Transport:
+    def transport(self, ledger: Ledger | None = None) -> Transport:
         raise NotImplementedError
 
 
@@ -202,7 +204,7 @@ class SmtpResource(TransportResource):
     password: str = ""
     connections: int = d.SMTP_CONNECTIONS
 
-    def transport(self) -> Transport:
+    def transport(self, ledger: Ledger | None = None) -> Transport:
         """`connections` conversations at once (a pool), or one when it is 1."""
         if self.connections == 1:
             return self._one()
@@ -335,19 +337,23 @@ class BigQueryWarehouseResource(WarehouseResource):
 
 
 class SesResource(TransportResource):
-    """Amazon SES v2; `AWS_ENDPOINT_URL` (when set) points boto3 at a stand-in."""
+    """Amazon SES v2; `AWS_ENDPOINT_URL` (when set) points boto3 at a stand-in. Given the run's
+    ledger, the account's send rate is shared with every other worker on it (per region)."""
 
     region: str = d.SES_REGION
     configuration_set: str = ""
     max_send_rate: float = d.SES_MAX_SEND_RATE
     concurrency: int = d.SES_CONCURRENCY
 
-    def transport(self) -> Transport:
+    def transport(self, ledger: Ledger | None = None) -> Transport:
+        limiter = None if ledger is None else SharedSendRate(
+            ledger, bucket=f"ses:{self.region}", rate=self.max_send_rate)
         return SesTransport.from_config(
             region=self.region,
             configuration_set=self.configuration_set or None,
             max_send_rate=self.max_send_rate,
             concurrency=self.concurrency,
+            limiter=limiter,
         )
 
 

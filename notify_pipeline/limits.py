@@ -8,12 +8,16 @@ one bigger than a whole window goes out alone into an otherwise empty one.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from notify_pipeline.ledger.base import Quota, QuotaUsage, Window
+
+if TYPE_CHECKING:
+    from notify_pipeline.registry import Service
 
 SES_POOL_PREFIX = "notify-pool-"
 # SES allows configuration set names of up to 64 letters, digits, '-' and '_'.
@@ -70,6 +74,12 @@ class SendingLimits:
         if pool and self.warmup:
             quotas.append(Quota(pool_scope(pool), Window.DAY, schedule=self.warmup))
         return tuple(quotas)
+
+    def quotas_of(self, services: Iterable[Service]) -> list[Quota]:
+        """Every quota the services' mail is counted in, each once (a pool may be shared)."""
+        return list(dict.fromkeys(
+            q for s in services
+            for q in self.quotas(s.id, s.limits, s.advanced.dedicated_ip_pool)))
 
 
 def usage_row(usage: QuotaUsage) -> dict[str, Any]:

@@ -322,6 +322,16 @@ def test_new_claims_over_a_quota_are_deferred_not_claimed_until_the_window_ends(
     assert (usage.used, usage.cap) == (2, 3)
 
 
+def test_old_minute_counters_are_pruned_as_claims_go_by_but_days_are_kept(ledger):
+    per_day = Quota("service:svc", Window.DAY, cap=100)
+    both = (PER_MINUTE_3, per_day)
+    ledger.claim([_limited("m1", quotas=both)], owner="A", lease_seconds=LEASE, now=NOON)
+    ledger.claim([_limited("m2", quotas=both)], owner="A", lease_seconds=LEASE,
+                 now=NOON + timedelta(hours=2))
+    minute, day = ledger.quota_usage(both, now=NOON)
+    assert (minute.used, day.used) == (0, 2)
+
+
 def test_a_quota_counts_recipients_and_a_message_bigger_than_it_goes_alone(ledger):
     first, second = ledger.claim([_limited("big", cost=5), _limited("small", cost=1)],
                                  owner="A", lease_seconds=LEASE, now=NOON)

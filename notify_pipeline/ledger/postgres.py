@@ -131,7 +131,8 @@ STATEMENTS = Statements(
     " AND window_start = %s",
     set_counter="UPDATE quota_counters SET used = %s WHERE scope = %s AND span = %s"
     " AND window_start = %s",
-    prune_counters="DELETE FROM quota_counters WHERE span = 'minute' AND window_start < %s",
+    prune_counters="DELETE FROM quota_counters WHERE scope = %s AND span = 'minute'"
+    " AND window_start < %s",
     quota_start="SELECT first_day FROM quota_starts WHERE scope = %s",
     insert_quota_start="INSERT INTO quota_starts VALUES (%s, %s) ON CONFLICT DO NOTHING",
     lock_bucket="INSERT INTO rate_buckets VALUES (%s, %s, %s) ON CONFLICT (bucket)"

@@ -24,6 +24,7 @@ from notify_pipeline.ledger.base import (
     Quota,
     QuotaUsage,
     Suppression,
+    Window,
 )
 from notify_pipeline.ledger.rules import (
     NEW_CLAIM,
@@ -93,7 +94,7 @@ class Statements:
     lock_counter: str  # scope, window, window start → used (a new row at 0), locked
     read_counter: str  # scope, window, window start → used
     set_counter: str  # used, scope, window, window start
-    prune_counters: str  # before: minute counters that started earlier go
+    prune_counters: str  # scope, before: the scope's minute counters that started earlier go
     quota_start: str  # scope → first_day (ISO date)
     insert_quota_start: str  # scope, first_day; an existing row stays
     lock_bucket: str  # bucket, tokens, now → tokens, updated_at (a new row full), locked
@@ -175,11 +176,13 @@ class SqlLedger(Ledger):
 
     def _lock_quotas(self, cur: Cursor, claims: Sequence[Claim], now: datetime) -> QuotaBook:
         """Lock the counters of every quota the claims use, before any message row."""
-        quotas = quotas_in_key_order(claims)
-        if not quotas:
-            return QuotaBook(())
-        cur.execute(self.sql.prune_counters, (self._when(now - MINUTE_COUNTERS_KEPT),))
-        return QuotaBook(self._meter(cur, quota, now, self.sql.lock_counter) for quota in quotas)
+        meters = []
+        for quota in quotas_in_key_order(claims):
+            meters.append(self._meter(cur, quota, now, self.sql.lock_counter))
+            if quota.window is Window.MINUTE:  # under its current counter's lock, so no deadlock
+                cur.execute(self.sql.prune_counters,
+                            (quota.scope, self._when(now - MINUTE_COUNTERS_KEPT)))
+        return QuotaBook(meters)
 
     def _meter(self, cur: Cursor, quota: Quota, now: datetime, query: str) -> Meter:
         start, end = window_bounds(quota.window, now)

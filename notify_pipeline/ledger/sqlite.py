@@ -116,7 +116,8 @@ STATEMENTS = Statements(
     " AND window_start = ?",
     set_counter="UPDATE quota_counters SET used = ? WHERE scope = ? AND span = ?"
     " AND window_start = ?",
-    prune_counters="DELETE FROM quota_counters WHERE span = 'minute' AND window_start < ?",
+    prune_counters="DELETE FROM quota_counters WHERE scope = ? AND span = 'minute'"
+    " AND window_start < ?",
     quota_start="SELECT first_day FROM quota_starts WHERE scope = ?",
     insert_quota_start="INSERT INTO quota_starts VALUES (?, ?) ON CONFLICT DO NOTHING",
     lock_bucket="INSERT INTO rate_buckets VALUES (?, ?, ?) ON CONFLICT DO UPDATE"

@@ -322,6 +322,15 @@ def test_new_claims_over_a_quota_are_deferred_not_claimed_until_the_window_ends(
     assert (usage.used, usage.cap) == (2, 3)
 
 
+def test_a_quota_admits_claims_in_the_order_given_not_in_lock_order(ledger):
+    cap_2 = (Quota("service:svc", Window.MINUTE, cap=2),)
+    results = ledger.claim([_limited(m, quotas=cap_2) for m in ("m9", "m1", "m5")], owner="A",
+                           lease_seconds=LEASE, now=NOON)
+    assert [r.status for r in results] == [ClaimStatus.CLAIMED, ClaimStatus.CLAIMED,
+                                           ClaimStatus.DEFERRED]
+    assert ledger.state_of("svc", "m5") is None and ledger.state_of("svc", "m9") is not None
+
+
 def test_old_minute_counters_are_pruned_as_claims_go_by_but_days_are_kept(ledger):
     per_day = Quota("service:svc", Window.DAY, cap=100)
     both = (PER_MINUTE_3, per_day)

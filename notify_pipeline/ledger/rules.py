@@ -47,6 +47,11 @@ class ClaimDecision:
     take_over: bool  # the row passes to the claiming owner: new lease, inbox item, one more attempt
 
     @property
+    def is_new(self) -> bool:
+        """The claim created the message's row (a first claim, the only one quotas charge)."""
+        return self.result.status is ClaimStatus.CLAIMED and not self.take_over
+
+    @property
     def queues_events(self) -> bool:
         """Only an owner that will now deliver the message queues the claim's events."""
         return self.result.status is ClaimStatus.CLAIMED

@@ -145,7 +145,10 @@ class SqlLedger(Ledger):
         with self._tx() as cur:
             book = self._lock_quotas(cur, claims, now)
             for i in claims_in_key_order(claims):
-                decisions[i] = self._claim_one(cur, claims[i], owner, now, expires, book)
+                decisions[i] = self._claim_one(cur, claims[i], owner, now, expires)
+            for i, claim in enumerate(claims):  # charged in the claims' order: arrival order
+                if decisions[i].is_new:
+                    decisions[i] = self._charge(cur, claim, book)
             self._save_charges(cur, book)
             self._queue(cur, [
                 event for i, c in enumerate(claims)
@@ -154,18 +157,12 @@ class SqlLedger(Ledger):
         return [decisions[i].result for i in range(len(claims))]
 
     def _claim_one(
-        self, cur: Cursor, claim: Claim, owner: str, now: datetime, expires: datetime,
-        book: QuotaBook,
+        self, cur: Cursor, claim: Claim, owner: str, now: datetime, expires: datetime
     ) -> ClaimDecision:
-        """The primary key picks one of two first claimers; a later claim locks the row. Only a
-        first claim is charged to the quotas: a take-over was charged when the message was new."""
+        """The primary key picks one of two first claimers; a later claim locks the row."""
         key, at, until = (claim.service, claim.message_id), self._when(now), self._when(expires)
         if cur.execute(self.sql.insert_claim, (*key, claim.inbox_key, owner, until, at)).rowcount:
-            refused = book.charge(claim.quotas, claim.cost)
-            if refused is None:
-                return NEW_CLAIM
-            cur.execute(self.sql.unclaim, key)
-            return deferred(refused)
+            return NEW_CLAIM
         state, inbox_key, holder, lease_live, attempts = _one(
             cur.execute(self.sql.lock_message, (at, *key)))
         held = HeldMessage(MessageState(state), inbox_key, holder, bool(lease_live), int(attempts))
@@ -173,6 +170,15 @@ class SqlLedger(Ledger):
         if decision.take_over:
             cur.execute(self.sql.take_over, (owner, until, claim.inbox_key, at, *key))
         return decision
+
+    def _charge(self, cur: Cursor, claim: Claim, book: QuotaBook) -> ClaimDecision:
+        """A first claim takes its cost from its quotas, or is undone (its row was inserted by
+        this transaction) and deferred. A take-over is never charged: the first claim was."""
+        refused = book.charge(claim.quotas, claim.cost)
+        if refused is None:
+            return NEW_CLAIM
+        cur.execute(self.sql.unclaim, (claim.service, claim.message_id))
+        return deferred(refused)
 
     def _lock_quotas(self, cur: Cursor, claims: Sequence[Claim], now: datetime) -> QuotaBook:
         """Lock the counters of every quota the claims use, before any message row."""

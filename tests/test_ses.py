@@ -37,12 +37,15 @@ from notify_pipeline.errors import (
     PermanentDeliveryError,
     RetryableDeliveryError,
 )
+from notify_pipeline.inbox.local import LocalInbox
 from notify_pipeline.ledger.sqlite import SqliteLedger
-from notify_pipeline.limits import pool_configuration_set
+from notify_pipeline.limits import SendingLimits, pool_configuration_set
 from notify_pipeline.message import Envelope
+from notify_pipeline.registry import AdvancedOptions, Registry
 from notify_pipeline.signing import DkimKeyStore, DkimSigner
 from tests.conftest import free_port
 from tests.emulators.moto import REGION, MotoServer
+from tests.helpers import make_harness
 
 DOMAIN = "notify.example.org"
 SENDER = f"lookup@{DOMAIN}"
@@ -230,6 +233,29 @@ def test_a_dedicated_pools_mail_goes_with_the_pools_configuration_set(ses: MotoS
         t.send(pooled)
         t.send(message("b@example.net", message_id="m2"))
     assert [r["ConfigurationSetName"] for r in p.sends] == [name, "notify-main"]
+    assert len(ses.sent_raw_messages()) == 2
+
+
+def test_a_pool_services_batch_reaches_ses_through_the_pool_under_its_warm_up(
+        ses: MotoServer, peer, local) -> None:
+    """The whole path: registry pool → warm-up quota in the ledger → SES with the pool's set."""
+    p = peer()
+    harness = make_harness(local, transport(p.url, configuration_set="notify-main"))
+    harness.pipeline.limits = SendingLimits(warmup=(2,))
+    registry = harness.pipeline.registry
+    harness.pipeline.registry = Registry(
+        s.model_copy(update={"advanced": AdvancedOptions(dedicated_ip_pool="transactional")})
+        if s.id == "lookup-notices" else s for s in registry.services)
+    for n in range(3):
+        local.enqueue(local.request(id=f"m{n}", to=["a@example.net"]))
+    inbox = LocalInbox(local.home)
+    batch_id = inbox.stage(max_items=10, max_age_seconds=0, now=datetime.now(UTC))
+    assert batch_id is not None
+
+    summary = harness.run(inbox, batch_id)
+
+    assert (summary.delivered, dict(summary.deferred_by)) == (2, {"warmup": 1})
+    assert [r["ConfigurationSetName"] for r in p.sends] == ["notify-pool-transactional"] * 2
     assert len(ses.sent_raw_messages()) == 2
 
 

@@ -98,6 +98,8 @@ def allowed_values(info: FieldInfo) -> str:
     kind = info.annotation
     if _is_enum(kind):
         words = "one of " + ", ".join(str(m.value) for m in typing.cast(type[Enum], kind))
+    elif typing.get_origin(kind) is tuple and _item_type(kind) is int:
+        words = "a JSON list of whole numbers, each at least 1, e.g. [50, 100]"
     elif typing.get_origin(kind) is tuple:
         words = 'a JSON list of strings, e.g. ["a", "b"]'
     else:
@@ -107,6 +109,12 @@ def allowed_values(info: FieldInfo) -> str:
     shown = default.value if isinstance(default, Enum) else default
     shown = str(shown).lower() if isinstance(shown, bool) else shown
     return words if shown in ("", ()) else f"{words} (default {shown})"
+
+
+def _item_type(kind: Any) -> Any:
+    """The item type of `tuple[X, ...]`, without any `Annotated` constraints."""
+    item = typing.get_args(kind)[0]
+    return typing.get_args(item)[0] if typing.get_origin(item) is typing.Annotated else item
 
 
 def _bound(constraint: object) -> str:

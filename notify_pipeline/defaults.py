@@ -30,6 +30,12 @@ PROVIDER_RETRY_SECONDS: Final = 30.0
 MAX_MESSAGE_ATTEMPTS: Final = 5
 SUPPRESSION_DAYS: Final = 90
 
+# Sending limits (recipient-deliveries; 0 means none) and a dedicated IP pool's warm-up: its
+# daily caps from the day of its first send, doubling from 50; after the last day, none.
+LIMIT_PER_MINUTE: Final = 0
+LIMIT_PER_DAY: Final = 0
+WARMUP_SCHEDULE: Final = tuple(50 * 2**day for day in range(12))
+
 # The long-lived delivery worker run
 WORKER_POLL_SECONDS: Final = 0.25
 WORKER_MAX_SECONDS: Final = 3600.0

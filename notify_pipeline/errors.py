@@ -36,6 +36,17 @@ class FailureReason(StrEnum):
     RECIPIENT_FAILED = "recipient_failed"  # one recipient refused for good after retries
 
 
+class DeferReason(StrEnum):
+    """Why a request waits in its batch for a later attempt. Deferral is no event: it is counted
+    in batch summaries (`deferred_by`), and the request ends in a terminal event later."""
+
+    CLAIMED_ELSEWHERE = "claimed_elsewhere"  # another live run holds the message
+    PROVIDER_UNAVAILABLE = "provider_unavailable"  # handed back for a retry
+    PER_MINUTE = "per_minute"  # over its service's per-minute limit
+    PER_DAY = "per_day"  # over its service's per-day limit
+    WARMUP = "warmup"  # over its dedicated IP pool's warm-up cap for the day
+
+
 class SuppressionReason(StrEnum):
     """Why an address is on the suppression list (the ledger's `reason`)."""
 

@@ -28,7 +28,7 @@ from notify_pipeline.resources import (
 )
 from notify_pipeline.run import BatchSummary, Pipeline, flush_events, run_worker
 from notify_pipeline.run.interrupts import stop_on_interrupt
-from notify_pipeline.run.report import batch_line, outcome_table
+from notify_pipeline.run.report import batch_line, limits_table, outcome_table
 
 BATCH_TAG = "notify/batch"
 OWNER_TAG = "notify/owner"
@@ -82,12 +82,13 @@ def build_pipeline(
         verifier=identity.verifier(),
         ledger=book,
         signer_for=signing.signer_for,
-        transport=transport.transport(),
+        transport=transport.transport(book),
         lease_seconds=deployment.claim_lease_seconds,
         retry_after_seconds=deployment.provider_retry_seconds,
         max_message_attempts=deployment.max_message_attempts,
         suppress_for=deployment.suppress_for,
         max_request_bytes=deployment.max_request_bytes,
+        limits=deployment.sending_limits,
     )
 
 
@@ -142,6 +143,7 @@ def work_inbox(
         {key: dg.MetadataValue.int(value) for key, value in data.items() if isinstance(value, int)}
     )
     meta["rejected_by_reason"] = dg.MetadataValue.json(data["rejected"])
+    meta["deferred_by_reason"] = dg.MetadataValue.json(data["deferred_by"])
     if stop.is_set() and _terminating(context):
         context.log.info(f"outcomes of this run before it was terminated:\n{outcome_table(totals)}")
         raise _terminated("Terminated on request. The batch in hand was finished first; nothing"
@@ -214,7 +216,10 @@ def _metadata(summary: BatchSummary) -> dict[str, Any]:
     })
     meta["batch_id"] = dg.MetadataValue.text(summary.batch_id)
     meta["rejected_by_reason"] = dg.MetadataValue.json(data["rejected"])
+    meta["deferred_by_reason"] = dg.MetadataValue.json(data["deferred_by"])
     meta["stage_seconds"] = dg.MetadataValue.json(data["stage_seconds"])
+    if summary.limits:
+        meta["sending_limits"] = dg.MetadataValue.md(limits_table(summary.limits))
     if summary.reject_examples:
         meta["reject_examples"] = dg.MetadataValue.md(
             "\n".join(f"- `{line}`" for line in summary.reject_examples)
@@ -229,6 +234,7 @@ def _tag_run(context: dg.OpExecutionContext, summary: BatchSummary) -> None:
         "notify/rejected": str(sum(summary.rejected.values())),
         "notify/failed": str(summary.failed + summary.ambiguous),
         "notify/duplicates": str(summary.duplicates),
+        "notify/deferred": str(summary.deferred),
     }
     context.instance.add_run_tags(context.run_id, tags)
 

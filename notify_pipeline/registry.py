@@ -29,6 +29,7 @@ from pydantic.config import JsonDict
 from pydantic_core import ErrorDetails
 
 from notify_pipeline.errors import NotifyError
+from notify_pipeline.limits import MAX_POOL_NAME, ServiceLimits
 
 _DNS_NAME = r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?"
 
@@ -36,7 +37,7 @@ SERVICE_ID = r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$"
 DISPLAY_NAME = r"^[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$"
 LOCAL_PART = r"^[a-z0-9_-]+(?:\.[a-z0-9_-]+)*$"
 DOMAIN = rf"^{_DNS_NAME}$"
-IP_POOL = r"^[A-Za-z0-9_-]{1,64}$"
+IP_POOL = rf"^[A-Za-z0-9_-]{{1,{MAX_POOL_NAME}}}$"  # its SES configuration set holds it
 PRINCIPAL = rf"^(?:(?:user|group|serviceAccount):[A-Za-z0-9._%+-]+@{_DNS_NAME}|domain:{_DNS_NAME})$"
 
 # Each pattern in words: its schema description, and the reason given when a value breaks it.
@@ -48,7 +49,7 @@ _RULES: dict[str, str] = {
         " ('+' is reserved for tags)"
     ),
     DOMAIN: "must be a lower-case DNS name such as 'notify.example.org'",
-    IP_POOL: "must be 1-64 letters, digits, '-' or '_'",
+    IP_POOL: f"must be 1-{MAX_POOL_NAME} letters, digits, '-' or '_'",
     PRINCIPAL: "must be 'user:EMAIL', 'group:EMAIL', 'serviceAccount:EMAIL' or 'domain:DNS-NAME'",
 }
 
@@ -140,6 +141,7 @@ class Service(BaseModel):
     retention_days: int = Field(
         default=400, ge=1, description="Events older than this many days are deleted."
     )
+    limits: ServiceLimits = ServiceLimits()
 
     def sending_domain(self, main_domain: str, testing_domain: str) -> str:
         """The domain of this service's From address; both domains are deployment settings."""

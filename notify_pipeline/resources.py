@@ -25,6 +25,7 @@ from notify_pipeline.bigquery_resource import EmulatorAwareBigQueryResource
 from notify_pipeline.delivery.base import Transport
 from notify_pipeline.delivery.pool import TransportPool
 from notify_pipeline.delivery.ses import SesTransport
+from notify_pipeline.delivery.shared_rate import SharedSendRate
 from notify_pipeline.delivery.smtp import SmtpTransport
 from notify_pipeline.identity import FileCertSource, HttpCertSource, TokenVerifier
 from notify_pipeline.inbox.base import Inbox
@@ -35,6 +36,7 @@ from notify_pipeline.inbox.pubsub import PubSubInbox, subscriber_client
 from notify_pipeline.ledger.base import Ledger
 from notify_pipeline.ledger.postgres import PostgresLedger
 from notify_pipeline.ledger.sqlite import SqliteLedger
+from notify_pipeline.limits import SendingLimits
 from notify_pipeline.local_issuer import LocalIssuer
 from notify_pipeline.policy import Domains
 from notify_pipeline.provider_events.sns import CertificateFetcher, SnsVerifier
@@ -80,6 +82,9 @@ class DeploymentResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     worker_poll_seconds: float = d.WORKER_POLL_SECONDS
     worker_max_seconds: float = d.WORKER_MAX_SECONDS
     via_ses: bool = False  # SPF then names Amazon SES
+    limit_per_minute: int = d.LIMIT_PER_MINUTE
+    limit_per_day: int = d.LIMIT_PER_DAY
+    warmup_schedule: list[int] = list(d.WARMUP_SCHEDULE)
 
     @property
     def domains(self) -> Domains:
@@ -88,6 +93,11 @@ class DeploymentResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     @property
     def suppress_for(self) -> timedelta:
         return timedelta(days=self.suppression_days)
+
+    @property
+    def sending_limits(self) -> SendingLimits:
+        return SendingLimits(self.limit_per_minute, self.limit_per_day,
+                             tuple(self.warmup_schedule))
 
 
 class RegistryResource(dg.ConfigurableResource):  # type: ignore[type-arg]
@@ -172,9 +182,10 @@ class SigningResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
 
 class TransportResource(dg.ConfigurableResource):  # type: ignore[type-arg]
-    """Builds the transport that hands messages to the provider."""
+    """Builds the transport that hands messages to the provider; `ledger` is the run's own, for
+    what every worker must share (SES's send rate)."""
 
-    def transport(self) -> Transport:
+    def transport(self, ledger: Ledger | None = None) -> Transport:
         raise NotImplementedError
 
 
@@ -193,7 +204,7 @@ class SmtpResource(TransportResource):
     password: str = ""
     connections: int = d.SMTP_CONNECTIONS
 
-    def transport(self) -> Transport:
+    def transport(self, ledger: Ledger | None = None) -> Transport:
         """`connections` conversations at once (a pool), or one when it is 1."""
         if self.connections == 1:
             return self._one()
@@ -326,19 +337,23 @@ class BigQueryWarehouseResource(WarehouseResource):
 
 
 class SesResource(TransportResource):
-    """Amazon SES v2; `AWS_ENDPOINT_URL` (when set) points boto3 at a stand-in."""
+    """Amazon SES v2; `AWS_ENDPOINT_URL` (when set) points boto3 at a stand-in. Given the run's
+    ledger, the account's send rate is shared with every other worker on it (per region)."""
 
     region: str = d.SES_REGION
     configuration_set: str = ""
     max_send_rate: float = d.SES_MAX_SEND_RATE
     concurrency: int = d.SES_CONCURRENCY
 
-    def transport(self) -> Transport:
+    def transport(self, ledger: Ledger | None = None) -> Transport:
+        limiter = None if ledger is None else SharedSendRate(
+            ledger, bucket=f"ses:{self.region}", rate=self.max_send_rate)
         return SesTransport.from_config(
             region=self.region,
             configuration_set=self.configuration_set or None,
             max_send_rate=self.max_send_rate,
             concurrency=self.concurrency,
+            limiter=limiter,
         )
 
 

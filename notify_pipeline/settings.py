@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -86,6 +87,12 @@ class Settings(BaseSettings):
     max_message_attempts: int = Field(default=d.MAX_MESSAGE_ATTEMPTS, ge=1)
     suppression_days: int = Field(default=d.SUPPRESSION_DAYS, ge=1)
     max_request_bytes: int = d.MAX_REQUEST_BYTES
+
+    # Sending limits: defaults for services without their own (0: none), and dedicated IP
+    # pools' warm-up schedule (daily caps from a pool's first send; empty: no warm-up).
+    limit_per_minute: int = Field(default=d.LIMIT_PER_MINUTE, ge=0)
+    limit_per_day: int = Field(default=d.LIMIT_PER_DAY, ge=0)
+    warmup_schedule: tuple[Annotated[int, Field(ge=1)], ...] = d.WARMUP_SCHEDULE
 
     # Analytics: how many days of events `sheets_export` writes.
     export_days: int = Field(default=90, ge=1)

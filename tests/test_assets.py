@@ -86,6 +86,31 @@ def test_every_delivery_batch_reports_an_events_materialization(local, sink, mon
     assert meta["failed"] == meta["duplicates"] == 0
 
 
+def test_a_batch_over_its_limit_shows_deferred_and_the_limit_in_the_ui(local, sink, monkeypatch,
+                                                                       tmp_path):
+    """Run tags, the deliver step's metadata and the `events` materialization all show it."""
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    (tmp_path / "dagster").mkdir()
+    local.enqueue(local.request(id="first"))
+    local.enqueue(local.request(id="second"))
+    process_once(local.settings.model_copy(update={"limit_per_minute": 1}))
+    with dg.DagsterInstance.get() as instance:
+        event = instance.get_latest_materialization_event(dg.AssetKey("events"))
+        [run] = instance.get_runs(dg.RunsFilter(job_name="deliver_batch"))
+        outputs = [e for e in instance.all_logs(run.run_id)
+                   if e.dagster_event and e.dagster_event.event_type_value == "STEP_OUTPUT"]
+    assert event is not None
+    meta = {k: v.value for k, v in event.asset_materialization.metadata.items()}
+    assert (meta["delivered"], meta["deferred"]) == (1, 1)
+    assert "| `service:lookup-notices` | per_minute |" in str(meta["sending_limits"])
+    assert "| 1 | 1 |" in str(meta["sending_limits"]), "used 1 of a cap of 1"
+    assert run.tags["notify/deferred"] == "1"
+    [deliver] = [e for e in outputs if e.step_key == "deliver"]
+    step_meta = deliver.dagster_event.step_output_data.metadata
+    assert step_meta["deferred_by_reason"].value == {"per_minute": 1}
+    assert "service:lookup-notices" in str(step_meta["sending_limits"].value)
+
+
 def test_events_metadata_fills_absent_counts_with_zero():
     meta = events_metadata({"events": 4})
     assert meta["events"].value == 4 and meta["delivered"].value == 0

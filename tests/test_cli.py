@@ -378,3 +378,21 @@ def test_suppression_list_and_remove(local, sink, capsys):
     assert run(capsys, "suppression", "list")[1] == ""
     local.enqueue(local.request(id="s2"))
     assert json.loads(run(capsys, "process")[1])["delivered"] == 1
+
+
+def test_limits_shows_each_services_use_of_the_default_daily_limit(local, sink, capsys,
+                                                                   monkeypatch):
+    monkeypatch.setenv("NOTIFY_LIMIT_PER_DAY", "2")
+    for n in range(3):
+        local.enqueue(local.request(id=f"m{n}"))
+    code, out, _ = run(capsys, "process")
+    summary = json.loads(out)
+    assert (summary["delivered"], summary["deferred"], summary["deferred_by"]) == (
+        2, 1, {"per_day": 1})
+
+    code, out, _ = run(capsys, "limits")
+    assert code == 0
+    rows = {row["scope"]: row for row in json.loads(out)["limits"]}
+    assert (rows["service:lookup-notices"]["used"], rows["service:lookup-notices"]["cap"]) == (2, 2)
+    assert rows["service:hr-reminders"]["used"] == 0
+    assert {row["limit"] for row in rows.values()} == {"per_day"}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import json
 import os
 import signal
 import subprocess
@@ -27,13 +28,15 @@ pytestmark = pytest.mark.crash
 
 
 def run_process(
-    local, crash_at: str | None = None, *, connections: int = 1
+    local, crash_at: str | None = None, *, connections: int = 1, command: str = "process",
+    **settings: str,
 ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **local.env, "NOTIFY_SMTP_CONNECTIONS": str(connections)}
+    env = {**os.environ, **local.env, "NOTIFY_SMTP_CONNECTIONS": str(connections),
+           **{f"NOTIFY_{name.upper()}": value for name, value in settings.items()}}
     env.pop("NOTIFY_CRASH_AT", None)
     if crash_at:
         env["NOTIFY_CRASH_AT"] = crash_at
-    return subprocess.run([sys.executable, "-m", "notify_pipeline.cli", "process"], env=env,
+    return subprocess.run([sys.executable, "-m", "notify_pipeline.cli", command], env=env,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -132,3 +135,28 @@ def test_two_crashes_in_a_row_still_converge(local, sink):
 
     assert delivered_subjects(local) == Counter(MESSAGES)
     assert terminal_events(local) == Counter({(m, "alice@example.org"): 1 for m in MESSAGES})
+
+
+def test_crash_under_a_daily_limit_charges_each_message_once_and_defers_the_rest(local, sink):
+    """Killed after claiming three of five under a limit of three: the restart finishes those
+    three (taken over, not charged again) and defers the other two; a duplicate sent meanwhile
+    is dropped once the limit is raised and the batch retried."""
+    for message_id in MESSAGES:
+        local.enqueue(local.request(id=message_id, subject=message_id))
+
+    assert run_process(local, "after_claim", limit_per_day="3").returncode == -signal.SIGKILL
+    restarted = run_process(local, limit_per_day="3")
+    assert restarted.returncode == 0, restarted.stderr[-2000:]
+    summary = json.loads(restarted.stdout)
+    assert (summary["delivered"], summary["deferred"]) == (3, 2)
+    assert summary["deferred_by"] == {"per_day": 2}
+    assert delivered_subjects(local) == Counter(MESSAGES[:3])
+    assert len(list((local.home / "batches").glob("*/*.json"))) == 2, "the two wait"
+
+    local.enqueue(local.request(id="m1", subject="m1"))  # the client retries m1 meanwhile
+    assert run_process(local, command="retry").returncode == 0
+    assert run_process(local, limit_per_day="10").returncode == 0
+
+    assert delivered_subjects(local) == Counter(MESSAGES)
+    assert terminal_events(local) == Counter({(m, "alice@example.org"): 1 for m in MESSAGES})
+    assert not any((local.home / "batches").glob("*/*"))

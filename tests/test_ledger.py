@@ -8,12 +8,13 @@ import subprocess
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from notify_pipeline.errors import DeferReason
 from notify_pipeline.events import Event, EventType, utcnow
 from notify_pipeline.ledger import (
     Claim,
@@ -23,6 +24,7 @@ from notify_pipeline.ledger import (
     current_owner,
     owner_is_dead,
 )
+from notify_pipeline.ledger.base import Quota, Window
 from notify_pipeline.ledger.postgres import PostgresLedger
 from notify_pipeline.ledger.sqlite import SqliteLedger
 
@@ -290,6 +292,140 @@ def test_overlapping_batches_claimed_concurrently_in_any_order_claim_each_messag
     with ThreadPoolExecutor(len(books)) as pool:
         won = [k for keys_won in pool.map(claim_all, range(len(books))) for k in keys_won]
     assert sorted(won) == keys
+
+
+# Sending limits: quota counters taken in the claim's own transaction.
+
+def _limited(message_id, cost=1, quotas=None, key=None):
+    quotas = quotas if quotas is not None else (PER_MINUTE_3,)
+    return Claim("svc", message_id, key or f"item-{message_id}", (_event(f"q-{message_id}"),),
+                 cost=cost, quotas=quotas)
+
+
+PER_MINUTE_3 = Quota("service:svc", Window.MINUTE, cap=3)
+NOON = datetime(2026, 12, 1, 12, 0, 30, tzinfo=UTC)
+
+
+def test_new_claims_over_a_quota_are_deferred_not_claimed_until_the_window_ends(ledger):
+    results = ledger.claim([_limited(f"m{i}") for i in range(5)], owner="A",
+                           lease_seconds=LEASE, now=NOON)
+    assert [r.status for r in results] == [ClaimStatus.CLAIMED] * 3 + [ClaimStatus.DEFERRED] * 2
+    assert {r.not_before for r in results[3:]} == {datetime(2026, 12, 1, 12, 1, tzinfo=UTC)}
+    assert {r.deferred_by for r in results[3:]} == {DeferReason.PER_MINUTE}
+    assert ledger.state_of("svc", "m3") is None, "a deferred claim leaves no row"
+    assert {e.event_id for _s, e in ledger.pending_events(10)} == {"q-m0", "q-m1", "q-m2"}
+
+    later = ledger.claim([_limited("m3"), _limited("m4")], owner="B", lease_seconds=LEASE,
+                         now=NOON + timedelta(minutes=1))
+    assert [r.status for r in later] == [ClaimStatus.CLAIMED] * 2
+    [usage] = ledger.quota_usage([PER_MINUTE_3], now=NOON + timedelta(minutes=1))
+    assert (usage.used, usage.cap) == (2, 3)
+
+
+def test_a_quota_admits_claims_in_the_order_given_not_in_lock_order(ledger):
+    cap_2 = (Quota("service:svc", Window.MINUTE, cap=2),)
+    results = ledger.claim([_limited(m, quotas=cap_2) for m in ("m9", "m1", "m5")], owner="A",
+                           lease_seconds=LEASE, now=NOON)
+    assert [r.status for r in results] == [ClaimStatus.CLAIMED, ClaimStatus.CLAIMED,
+                                           ClaimStatus.DEFERRED]
+    assert ledger.state_of("svc", "m5") is None and ledger.state_of("svc", "m9") is not None
+
+
+def test_old_minute_counters_are_pruned_as_claims_go_by_but_days_are_kept(ledger):
+    per_day = Quota("service:svc", Window.DAY, cap=100)
+    both = (PER_MINUTE_3, per_day)
+    ledger.claim([_limited("m1", quotas=both)], owner="A", lease_seconds=LEASE, now=NOON)
+    ledger.claim([_limited("m2", quotas=both)], owner="A", lease_seconds=LEASE,
+                 now=NOON + timedelta(hours=2))
+    minute, day = ledger.quota_usage(both, now=NOON)
+    assert (minute.used, day.used) == (0, 2)
+
+
+def test_a_quota_counts_recipients_and_a_message_bigger_than_it_goes_alone(ledger):
+    first, second = ledger.claim([_limited("big", cost=5), _limited("small", cost=1)],
+                                 owner="A", lease_seconds=LEASE, now=NOON)
+    assert (first.status, second.status) == (ClaimStatus.CLAIMED, ClaimStatus.DEFERRED)
+    [two] = ledger.claim([_limited("two", cost=2)], owner="A", lease_seconds=LEASE,
+                         now=NOON + timedelta(minutes=1))
+    [one] = ledger.claim([_limited("one", cost=2)], owner="A", lease_seconds=LEASE,
+                         now=NOON + timedelta(minutes=1))
+    assert (two.status, one.status) == (ClaimStatus.CLAIMED, ClaimStatus.DEFERRED)
+
+
+def test_only_a_first_claim_is_charged_never_a_duplicate_or_take_over(ledger):
+    ledger.claim([_limited("m1")], owner=dead_owner(), lease_seconds=LEASE, now=NOON)
+    ledger.claim([_limited("m2")], owner=current_owner("A"), lease_seconds=LEASE, now=NOON)
+    again = ledger.claim([_limited("m1"), _limited("m2", key="other-item")],
+                         owner="B", lease_seconds=LEASE, now=NOON)
+    assert [r.status for r in again] == [ClaimStatus.CLAIMED, ClaimStatus.DUPLICATE]
+    assert again[0].attempts == 2, "taken over from the dead owner"
+    [usage] = ledger.quota_usage([PER_MINUTE_3], now=NOON)
+    assert usage.used == 2
+
+
+def test_a_claim_takes_every_quota_or_none(ledger):
+    per_day_1 = Quota("service:svc", Window.DAY, cap=1)
+    quotas = (PER_MINUTE_3, per_day_1)
+    ledger.claim([_limited("m1", quotas=quotas)], owner="A", lease_seconds=LEASE, now=NOON)
+    [refused] = ledger.claim([_limited("m2", quotas=quotas)], owner="A", lease_seconds=LEASE,
+                             now=NOON)
+    assert (refused.status, refused.deferred_by) == (ClaimStatus.DEFERRED, DeferReason.PER_DAY)
+    assert refused.not_before == datetime(2026, 12, 2, tzinfo=UTC)
+    minute, day = ledger.quota_usage(quotas, now=NOON)
+    assert (minute.used, day.used) == (1, 1), "the refused claim took nothing from either"
+
+
+def test_a_warm_up_raises_its_cap_day_by_day_from_the_first_counted_day(ledger):
+    warmup = Quota("pool:p1", Window.DAY, schedule=(2, 4))
+    [usage] = ledger.quota_usage([warmup], now=NOON)
+    assert (usage.cap, usage.first_day) == (2, None), "day 1 until anything is counted"
+
+    def claim_on(day, count, tag):
+        at = NOON + timedelta(days=day)
+        return [r.status for r in ledger.claim(
+            [_limited(f"{tag}{i}", quotas=(warmup,)) for i in range(count)], owner="A",
+            lease_seconds=LEASE, now=at)]
+
+    assert claim_on(0, 3, "a").count(ClaimStatus.CLAIMED) == 2
+    assert claim_on(1, 5, "b").count(ClaimStatus.CLAIMED) == 4
+    assert claim_on(2, 9, "c").count(ClaimStatus.CLAIMED) == 9, "the schedule has run out"
+    [day2] = ledger.quota_usage([warmup], now=NOON + timedelta(days=1))
+    assert (day2.used, day2.cap, day2.first_day) == (4, 4, NOON.date())
+
+
+def test_concurrent_claims_from_two_connections_share_one_quota(open_ledger):
+    books = [open_ledger() for _ in range(4)]
+    quota = Quota("service:svc", Window.DAY, cap=10)
+    barrier = threading.Barrier(len(books))
+
+    def claim_some(n):
+        barrier.wait()
+        results = books[n].claim([_limited(f"w{n}-{i}", quotas=(quota,)) for i in range(6)],
+                                 owner=current_owner(f"run{n}"), lease_seconds=LEASE, now=NOON)
+        return sum(r.status is ClaimStatus.CLAIMED for r in results)
+
+    with ThreadPoolExecutor(len(books)) as pool:
+        assert sum(pool.map(claim_some, range(len(books)))) == 10
+    [usage] = books[0].quota_usage([quota], now=NOON)
+    assert usage.used == 10
+
+
+def test_a_token_bucket_is_shared_by_every_connection(open_ledger):
+    """Four connections take 40 tokens of a 10/s bucket at one instant: the waits they are
+    given space the sends out, so the last waits for 3 s (10 were in the bucket at once)."""
+    books = [open_ledger() for _ in range(4)]
+    now = 1_000_000.0
+
+    def take(n):
+        return [books[n].take_tokens("ses", 1, rate=10, burst=10, now=now) for _ in range(10)]
+
+    with ThreadPoolExecutor(len(books)) as pool:
+        waits = sorted(w for ws in pool.map(take, range(len(books))) for w in ws)
+    assert waits[:10] == [0.0] * 10
+    assert waits[-1] == pytest.approx(3.0)
+    assert waits == pytest.approx(sorted([0.0] * 10 + [i / 10 for i in range(1, 31)]))
+    later = books[0].take_tokens("ses", 1, rate=10, burst=10, now=now + 10)
+    assert later == 0.0, "ten seconds later the debt is paid and the bucket full again"
 
 
 # Postgres only: what a shared server adds.

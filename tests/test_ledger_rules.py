@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
+from notify_pipeline.errors import DeferReason
 from notify_pipeline.events import Event, EventType, utcnow
 from notify_pipeline.ledger import Claim, ClaimStatus, MessageState, Suppression, rules
+from notify_pipeline.ledger.base import Quota, Window
 
 
 def alive(_owner: str) -> bool:
@@ -153,3 +155,53 @@ def test_a_batch_is_ready_once_its_lease_ran_out_or_its_holder_died():
     assert not rules.batch_ready("A", lease_live=True, is_dead=alive)
     assert rules.batch_ready("A", lease_live=False, is_dead=alive)
     assert rules.batch_ready("A", lease_live=True, is_dead=dead)
+
+
+# Quotas and the shared token bucket
+
+
+def test_windows_are_the_utc_minute_and_the_utc_day():
+    at = datetime(2026, 12, 1, 23, 59, 59, 500000, tzinfo=UTC)
+    assert rules.window_bounds(Window.MINUTE, at) == (
+        datetime(2026, 12, 1, 23, 59, tzinfo=UTC), datetime(2026, 12, 2, tzinfo=UTC))
+    assert rules.window_bounds(Window.DAY, at) == (
+        datetime(2026, 12, 1, tzinfo=UTC), datetime(2026, 12, 2, tzinfo=UTC))
+
+
+def test_a_warm_up_cap_follows_the_schedule_from_its_first_day_then_lifts():
+    warmup = Quota("pool:p", Window.DAY, schedule=(50, 100, 200))
+    first = date(2026, 12, 1)
+    assert rules.cap_in_force(warmup, None, date(2026, 12, 9)) == 50
+    assert [rules.cap_in_force(warmup, first, first + timedelta(days=n)) for n in range(4)] == [
+        50, 100, 200, None]
+    assert rules.cap_in_force(Quota("service:s", Window.MINUTE, cap=7), None, first) == 7
+
+
+def test_fits_keeps_to_the_cap_but_never_starves_a_big_message():
+    assert rules.fits(2, 3, 1) and not rules.fits(3, 3, 1)
+    assert rules.fits(0, 3, 10), "alone in an empty window"
+    assert not rules.fits(1, 3, 10)
+    assert rules.fits(5, None, 100) and rules.fits(3, 3, 0)
+
+
+def test_a_quota_book_charges_all_of_a_claims_quotas_or_none():
+    at = datetime(2026, 12, 1, 12, tzinfo=UTC)
+    minute = rules.Meter(Quota("s", Window.MINUTE, cap=5), at, at + timedelta(minutes=1), 0, 5,
+                         None)
+    day = rules.Meter(Quota("s", Window.DAY, cap=2), at, at + timedelta(days=1), 1, 2, None)
+    book = rules.QuotaBook([minute, day])
+    assert book.charge([minute.quota, day.quota], 1) is None
+    refused = book.charge([minute.quota, day.quota], 1)
+    assert refused is day and (minute.used, day.used) == (1, 2)
+    decision = rules.deferred(refused)
+    assert decision.result.status is ClaimStatus.DEFERRED and not decision.queues_events
+    assert decision.result.deferred_by is DeferReason.PER_DAY
+    assert decision.result.not_before == at + timedelta(days=1)
+
+
+def test_reserved_tokens_go_into_debt_and_a_clock_behind_never_refills():
+    assert rules.reserve_tokens(10, 0, now=0, cost=4, rate=2, burst=10) == (6, 0, 0)
+    assert rules.reserve_tokens(0, 0, now=0, cost=4, rate=2, burst=10) == (-4, 0, 2)
+    assert rules.reserve_tokens(0, 0, now=0, cost=30, rate=2, burst=10) == (-30, 0, 5)
+    left, at, wait = rules.reserve_tokens(0, 100, now=99, cost=1, rate=1, burst=5)
+    assert (left, at, wait) == (-1, 100, 2), "one second behind: one more second to wait"

@@ -112,6 +112,10 @@ def test_schema_describes_the_service_model() -> None:
         ({"advanced": {"custom_domains": ["Mail.Example"]}}, "advanced.custom_domains[0]", "DNS"),
         ({"advanced": {"bounce_forwarding": ["x@"]}}, "advanced.bounce_forwarding[0]", "email"),
         ({"advanced": None}, "advanced", "must be a mapping"),
+        ({"advanced": {"dedicated_ip_pool": "p" * 53}}, "advanced.dedicated_ip_pool", "1-52"),
+        ({"limits": {"per_minute": 0}}, "limits.per_minute", "greater than or equal to 1"),
+        ({"limits": {"per_day": "100"}}, "limits.per_day", "integer"),
+        ({"limits": {"per_hour": 5}}, "limits.per_hour", "not a known field"),
     ],
 )
 def test_invalid_field_is_reported(
@@ -344,3 +348,9 @@ def test_allows_service_account_is_case_insensitive(service: Service) -> None:
 def test_services_are_frozen(service: Service) -> None:
     with pytest.raises(ValueError, match="frozen"):
         service.local_part = "other"  # type: ignore[misc]
+
+
+def test_limits_are_optional_and_read_as_written(tmp_path: Path) -> None:
+    write(tmp_path, "svc.yaml", service_data(limits={"per_minute": 60}))
+    [service] = load_registry(tmp_path).services
+    assert (service.limits.per_minute, service.limits.per_day) == (60, None)

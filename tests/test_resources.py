@@ -13,9 +13,13 @@ from pathlib import Path
 
 import dagster as dg
 
+from notify_pipeline.delivery.ses import SendRateLimiter, SesTransport
+from notify_pipeline.delivery.shared_rate import SharedSendRate
+from notify_pipeline.ledger.sqlite import SqliteLedger
 from notify_pipeline.resources import (
     DeploymentResource,
     ProviderEventsResource,
+    SesResource,
     SqliteLedgerResource,
 )
 from notify_pipeline.sensors.provider_events import provider_events_sensor
@@ -72,3 +76,17 @@ def test_equal_configurations_share_one_client_and_verifier(
     assert first.verifier is second.verifier
     assert other.client is not first.client  # another long-poll wait needs another timeout
     assert other.verifier is not first.verifier  # certificates from elsewhere
+
+
+def test_a_runs_ses_transport_shares_the_send_rate_through_its_ledger(tmp_path: Path) -> None:
+    """What `deliver_batch` and the delivery worker build: the run's ledger holds the bucket."""
+    resource = SesResource(region=REGION, max_send_rate=25.0)
+    book = SqliteLedger(tmp_path / "ledger.sqlite3")
+    try:
+        shared = resource.transport(book)
+        assert isinstance(shared, SesTransport) and isinstance(shared.limiter, SharedSendRate)
+        assert (shared.limiter.bucket, shared.limiter.rate) == (f"ses:{REGION}", 25.0)
+        alone = resource.transport()
+        assert isinstance(alone, SesTransport) and isinstance(alone.limiter, SendRateLimiter)
+    finally:
+        book.close()

@@ -6,7 +6,7 @@ from dataclasses import fields
 
 from notify_pipeline.run import BatchSummary, Counts, Totals
 
-NOT_COUNTS = ("rejected", "stage_seconds", "reject_samples")
+NOT_COUNTS = ("rejected", "deferred_by", "stage_seconds", "reject_samples")
 
 
 def _summary(seed: int) -> BatchSummary:
@@ -15,6 +15,7 @@ def _summary(seed: int) -> BatchSummary:
         if f.name not in NOT_COUNTS:
             setattr(summary, f.name, seed * number)
     summary.rejected.update({"malformed": seed, "unknown_service": 1})
+    summary.deferred_by.update({"per_day": seed, "warmup": 1})
     summary.stage_seconds["render"] += seed / 10
     return summary
 
@@ -29,6 +30,7 @@ def test_totals_add_every_count_of_every_batch():
         if f.name not in NOT_COUNTS:
             assert getattr(totals, f.name) == getattr(expected, f.name), f.name
     assert totals.rejected == {"malformed": 3, "unknown_service": 2}
+    assert totals.deferred_by == {"per_day": 3, "warmup": 2}
     assert round(totals.stage_seconds["render"], 6) == 0.3
     assert totals.batches == 2
     assert totals.events == 0, "totals count events written to the warehouse, not recorded"

@@ -30,16 +30,22 @@ from notify_pipeline.delivery.ses import (
     decode_tag_value,
     encode_tag_value,
 )
+from notify_pipeline.delivery.shared_rate import SharedSendRate
 from notify_pipeline.dns import verify
 from notify_pipeline.errors import (
     AmbiguousHandoffError,
     PermanentDeliveryError,
     RetryableDeliveryError,
 )
+from notify_pipeline.inbox.local import LocalInbox
+from notify_pipeline.ledger.sqlite import SqliteLedger
+from notify_pipeline.limits import SendingLimits, pool_configuration_set
 from notify_pipeline.message import Envelope
+from notify_pipeline.registry import AdvancedOptions, Registry
 from notify_pipeline.signing import DkimKeyStore, DkimSigner
 from tests.conftest import free_port
 from tests.emulators.moto import REGION, MotoServer
+from tests.helpers import make_harness
 
 DOMAIN = "notify.example.org"
 SENDER = f"lookup@{DOMAIN}"
@@ -206,6 +212,88 @@ def test_a_service_with_its_own_configuration_set_uses_it(peer) -> None:
         t.send(OutgoingMessage("other", "m", SENDER, ("a@example.net",), b"Subject: x\r\n\r\nx"))
     assert [r["ConfigurationSetName"] for r in p.sends] == ["notify-dedicated-pool",
                                                            "notify-main"]
+
+
+def test_a_dedicated_pools_mail_goes_with_the_pools_configuration_set(ses: MotoServer,
+                                                                       peer) -> None:
+    """The operator's side, in moto: the pool and its configuration set (`notify-pool-<pool>`)
+    whose sending pool it is; ours: every message of the pool's services names that set."""
+    client = ses.client("sesv2")
+    client.create_dedicated_ip_pool(PoolName="transactional")
+    client.create_configuration_set(ConfigurationSetName="notify-pool-transactional",
+                                    DeliveryOptions={"SendingPoolName": "transactional"})
+    name = pool_configuration_set("transactional")
+    configured = client.get_configuration_set(ConfigurationSetName=name)
+    assert configured["DeliveryOptions"]["SendingPoolName"] == "transactional"
+
+    p = peer()
+    pooled = OutgoingMessage("lookup-notices", "m1", SENDER, ("a@example.net",),
+                             b"Subject: x\r\n\r\nx", ip_pool="transactional")
+    with transport(p.url, configuration_set="notify-main") as t:
+        t.send(pooled)
+        t.send(message("b@example.net", message_id="m2"))
+    assert [r["ConfigurationSetName"] for r in p.sends] == [name, "notify-main"]
+    assert len(ses.sent_raw_messages()) == 2
+
+
+def test_a_pool_services_batch_reaches_ses_through_the_pool_under_its_warm_up(
+        ses: MotoServer, peer, local) -> None:
+    """The whole path: registry pool → warm-up quota in the ledger → SES with the pool's set."""
+    p = peer()
+    harness = make_harness(local, transport(p.url, configuration_set="notify-main"))
+    harness.pipeline.limits = SendingLimits(warmup=(2,))
+    registry = harness.pipeline.registry
+    harness.pipeline.registry = Registry(
+        s.model_copy(update={"advanced": AdvancedOptions(dedicated_ip_pool="transactional")})
+        if s.id == "lookup-notices" else s for s in registry.services)
+    for n in range(3):
+        local.enqueue(local.request(id=f"m{n}", to=["a@example.net"]))
+    inbox = LocalInbox(local.home)
+    batch_id = inbox.stage(max_items=10, max_age_seconds=0, now=datetime.now(UTC))
+    assert batch_id is not None
+
+    summary = harness.run(inbox, batch_id)
+
+    assert (summary.delivered, dict(summary.deferred_by)) == (2, {"warmup": 1})
+    assert [r["ConfigurationSetName"] for r in p.sends] == ["notify-pool-transactional"] * 2
+    assert len(ses.sent_raw_messages()) == 2
+
+
+def test_two_workers_on_one_ledger_share_the_accounts_send_rate(ses: MotoServer,
+                                                               tmp_path: Path) -> None:
+    """Two transports, each on its own ledger connection as two worker runs are, send 20
+    recipients each at a shared 20 a second (a bucket of 20): together they need ~1 s, where a
+    limiter of each one's own would let both bursts through at once."""
+    books = [SqliteLedger(tmp_path / "ledger.sqlite3") for _ in range(2)]
+    rates = [SharedSendRate(book, bucket="ses:test", rate=20.0) for book in books]
+
+    def work(n: int) -> int:
+        with transport(limiter=rates[n], max_send_rate=20.0) as t:
+            return len([t.send(message(f"r{i}@example.net", message_id=f"w{n}-{i}"))
+                        for i in range(20)])
+
+    start = time.monotonic()
+    try:
+        with ThreadPoolExecutor(2) as workers:
+            assert sum(workers.map(work, range(2))) == 40
+    finally:
+        for book in books:
+            book.close()
+    assert time.monotonic() - start >= 0.9
+    assert len(ses.sent_raw_messages()) == 40
+
+
+def test_a_shared_rate_queues_every_connection_in_one_bucket(tmp_path: Path) -> None:
+    clock = FakeClock()
+    books = [SqliteLedger(tmp_path / "ledger.sqlite3") for _ in range(2)]
+    first, second = (SharedSendRate(b, bucket="ses:eu-west-2", rate=10, clock=clock,
+                                    sleep=lambda _s: None) for b in books)
+    waits = [first.acquire(1) for _ in range(6)] + [second.acquire(1) for _ in range(6)]
+    assert waits == pytest.approx([0.0] * 10 + [0.1, 0.2]), "one burst of 10 between them"
+    books[0].close()
+    with pytest.raises(RetryableDeliveryError, match="shared send rate"):
+        first.acquire(1)  # nothing was sent: the message is handed back, not failed
+    books[1].close()
 
 
 def test_unverified_sender_is_a_permanent_failure(ses: MotoServer) -> None:

@@ -11,6 +11,8 @@ from typing import Any
 
 import dagster as dg
 
+from notify_pipeline.run.report import limits_table
+
 EVENTS = dg.AssetKey("events")
 
 events = dg.AssetSpec(
@@ -38,6 +40,8 @@ def events_metadata(summary: Mapping[str, Any]) -> dict[str, dg.MetadataValue]:
         meta[f"rejected_{reason}"] = dg.MetadataValue.int(int(count))
     if summary.get("batch_id"):
         meta["batch_id"] = dg.MetadataValue.text(str(summary["batch_id"]))
+    if summary.get("limits"):  # sending limits and warm-up caps the batch met
+        meta["sending_limits"] = dg.MetadataValue.md(limits_table(summary["limits"]))
     return meta
 
 

@@ -18,7 +18,12 @@ from notify_pipeline.cli.commands import (
     cmd_token,
     cmd_up,
 )
-from notify_pipeline.cli.operations import cmd_retry, cmd_suppression_list, cmd_suppression_remove
+from notify_pipeline.cli.operations import (
+    cmd_limits,
+    cmd_retry,
+    cmd_suppression_list,
+    cmd_suppression_remove,
+)
 from notify_pipeline.cli.process import cmd_analytics, cmd_process
 from notify_pipeline.cli.submission import cmd_smtp_credentials, cmd_smtp_server
 from notify_pipeline.configuration import load_settings
@@ -140,6 +145,9 @@ def _parser() -> argparse.ArgumentParser:
     retry.add_argument("batches", nargs="*", metavar="BATCH",
                        help="staged batch ids (default: every staged batch)")
     retry.set_defaults(handler=cmd_retry)
+
+    command("limits", "print each sending limit and warm-up cap with its use so far, as JSON"
+            ).set_defaults(handler=cmd_limits)
 
     suppression = command("suppression", "the recipients deliveries skip (bounces, complaints)")
     actions = suppression.add_subparsers(required=True, metavar="ACTION")

@@ -1,4 +1,4 @@
-"""Operators' commands over the ledger: `notify retry` and `notify suppression`."""
+"""Operators' commands over the ledger: `notify retry`, `notify suppression`, `notify limits`."""
 
 from __future__ import annotations
 
@@ -43,3 +43,18 @@ def cmd_suppression_remove(args: argparse.Namespace, settings: Settings) -> int:
         removed = built.ledger.remove_suppression(args.address)
     print(f"{args.address}: " + ("suppression lifted" if removed else "was not suppressed"))
     return 0 if removed else 1
+
+
+def cmd_limits(args: argparse.Namespace, settings: Settings) -> int:
+    """Each sending limit and warm-up cap in force, with what its current window has used."""
+    from notify_pipeline.events import utcnow
+    from notify_pipeline.limits import SendingLimits, usage_row
+    from notify_pipeline.registry import load_registry
+
+    limits = SendingLimits(settings.limit_per_minute, settings.limit_per_day,
+                           settings.warmup_schedule)
+    quotas = limits.quotas_of(load_registry(settings.registry).services)
+    with deployment_resources(settings, "ledger") as built:
+        usage = built.ledger.quota_usage(quotas, now=utcnow())
+    print(json.dumps({"limits": [usage_row(u) for u in usage]}, indent=2))
+    return 0

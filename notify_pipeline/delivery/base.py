@@ -23,6 +23,7 @@ class OutgoingMessage:
     envelope_from: str
     recipients: tuple[str, ...]
     data: bytes
+    ip_pool: str | None = None  # the service's dedicated IP pool (a provider that has them)
 
 
 @dataclass(frozen=True)

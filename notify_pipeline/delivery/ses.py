@@ -10,7 +10,9 @@ to retry; a lost reply after it was sent (read timeout, connection reset) may hi
 message, so it raises `AmbiguousHandoffError` and is never retried. botocore's own retries are
 switched off so that this classification is the only retry policy.
 
-Not thread-safe: use one transport per thread (the rate limiter is per transport).
+Several hand-offs may run at once on one transport (see `SesTransport`). The account's
+`MaxSendRate` is one limiter's: in process by default, or shared by every worker through the
+ledger (`delivery.shared_rate`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from notify_pipeline.errors import (
     PermanentDeliveryError,
     RetryableDeliveryError,
 )
+from notify_pipeline.limits import pool_configuration_set
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +69,17 @@ class SesV2Client(Protocol):
     """The one call we make on a boto3 `sesv2` client."""
 
     def send_email(self, **kwargs: Any) -> dict[str, Any]: ...
+
+
+class SendRate(Protocol):
+    """What holds sends to the account's `MaxSendRate` (recipients a second)."""
+
+    @property
+    def rate(self) -> float: ...
+
+    def acquire(self, cost: int) -> float:
+        """Wait until `cost` recipients may be sent; returns the seconds waited."""
+        ...
 
 
 class SendRateLimiter:
@@ -121,9 +135,12 @@ class SesTransport(Transport):
     """Delivers through Amazon SES v2 (`send_email` with raw content).
 
     Every message uses `configuration_set` (whose event destination feeds provider events),
-    unless `service_configuration_sets` names one for its service (a dedicated IP pool).
+    unless `service_configuration_sets` names one for its service, or it comes from a dedicated
+    IP pool: then it is sent with the pool's own set (`limits.pool_configuration_set`), whose
+    sending pool is that IP pool and whose event destination must feed provider events too.
     Up to `concurrency` sends may run at once: one boto3 client serves them all (boto3 clients
-    are thread-safe), and one rate limiter holds them all to `max_send_rate`.
+    are thread-safe), and one rate limiter (`limiter`, by default one of this transport's own
+    at `max_send_rate`) holds them all to the account's rate.
 
     SES errors, by what to do next (the codes are in the class's tables):
     - throttling (`TooManyRequestsException`, `Throttling`, `LimitExceededException`, any 429)
@@ -154,6 +171,7 @@ class SesTransport(Transport):
         max_send_rate: float,
         concurrency: int = 1,
         service_configuration_sets: Mapping[str, str] | None = None,
+        limiter: SendRate | None = None,
         max_attempts: int = 4,
         backoff_seconds: float = 0.5,
         max_backoff_seconds: float = 10.0,
@@ -168,7 +186,7 @@ class SesTransport(Transport):
         self.service_configuration_sets = dict(service_configuration_sets or {})
         self.max_attempts = max_attempts
         self.backoff_seconds, self.max_backoff_seconds = backoff_seconds, max_backoff_seconds
-        self.limiter = SendRateLimiter(max_send_rate, sleep=sleep)
+        self.limiter: SendRate = limiter or SendRateLimiter(max_send_rate, sleep=sleep)
         self._client = client
         self._sleep = sleep
 
@@ -215,8 +233,10 @@ class SesTransport(Transport):
             "Content": {"Raw": {"Data": message.data}},
             "EmailTags": tags,
         }
-        configuration_set = self.service_configuration_sets.get(message.service,
-                                                                self.configuration_set)
+        configuration_set = self.service_configuration_sets.get(message.service)
+        if configuration_set is None and message.ip_pool:
+            configuration_set = pool_configuration_set(message.ip_pool)
+        configuration_set = configuration_set or self.configuration_set
         if configuration_set:
             request["ConfigurationSetName"] = configuration_set
         return request

@@ -18,10 +18,11 @@ import sys
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from pathlib import Path
 
+from notify_pipeline.errors import DeferReason
 from notify_pipeline.events import Event, EventType
 
 # Event types that settle a recipient's fate. The first one recorded stands: a late or
@@ -50,12 +51,53 @@ class ClaimStatus(StrEnum):
     DUPLICATE = "duplicate"  # handled, or being handled, for another inbox item: drop it
     BUSY = "busy"  # another live owner holds it: keep the inbox item for a later attempt
     AMBIGUOUS = "ambiguous"  # a dead owner was mid-hand-off: this owner must record it as such
+    DEFERRED = "deferred"  # a new claim over a quota: not claimed; keep the item until not_before
 
 
 @dataclass(frozen=True)
 class ClaimResult:
     status: ClaimStatus
     attempts: int  # how many owners have claimed this message, this one included
+    not_before: datetime | None = None  # DEFERRED: when the refusing quota's window ends
+    deferred_by: DeferReason | None = None  # DEFERRED: which quota refused it
+
+
+class Window(StrEnum):
+    """A quota's fixed window: a UTC minute or a UTC day."""
+
+    MINUTE = "minute"
+    DAY = "day"
+
+
+@dataclass(frozen=True)
+class Quota:
+    """A counter a new claim must fit in: at most `cap` recipient-deliveries of `scope` per window.
+
+    A `schedule` (a warm-up) stands instead of `cap`: its entry n is the cap on the scope's day n,
+    counted from the first day anything was counted for it; after the last entry there is none.
+    """
+
+    scope: str  # what is counted: "service:<id>" or "pool:<name>"
+    window: Window
+    cap: int | None = None
+    schedule: tuple[int, ...] = ()
+
+    @property
+    def reason(self) -> DeferReason:
+        if self.schedule:
+            return DeferReason.WARMUP
+        return DeferReason.PER_MINUTE if self.window is Window.MINUTE else DeferReason.PER_DAY
+
+
+@dataclass(frozen=True)
+class QuotaUsage:
+    """A quota's current window, as operators see it."""
+
+    quota: Quota
+    window_start: datetime
+    used: int
+    cap: int | None  # in force for this window (a warm-up's day), None when uncapped
+    first_day: date | None  # a warm-up's day 1, None before anything was counted
 
 
 @dataclass(frozen=True)
@@ -70,6 +112,8 @@ class Claim:
     message_id: str
     inbox_key: str
     queued_events: tuple[Event, ...] = ()
+    cost: int = 0  # recipient-deliveries a new claim uses of each quota
+    quotas: tuple[Quota, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -119,7 +163,12 @@ class Ledger(ABC):
     def claim(
         self, claims: Sequence[Claim], *, owner: str, lease_seconds: float, now: datetime
     ) -> list[ClaimResult]:
-        """Claim each message for `owner`, in one transaction; new claims queue their events."""
+        """Claim each message for `owner`, in one transaction; new claims queue their events.
+
+        A new claim (the message's first) also takes its cost from each of its quotas, or, if
+        one has no room left in its current window, is not made at all: `DEFERRED`. Quota
+        counters are locked first, in key order, so claims never deadlock over them.
+        """
 
     @abstractmethod
     def release(self, keys: Sequence[tuple[str, str]], *, owner: str) -> None:
@@ -200,6 +249,18 @@ class Ledger(ABC):
         self, batch_id: str, *, owner: str, retry_after_seconds: float, now: datetime
     ) -> None:
         """Give the batch lease up; its remaining items may be retried after the delay."""
+
+    @abstractmethod
+    def quota_usage(self, quotas: Sequence[Quota], *, now: datetime) -> list[QuotaUsage]:
+        """Each quota's current window: how much is used and the cap in force."""
+
+    @abstractmethod
+    def take_tokens(
+        self, bucket: str, cost: float, *, rate: float, burst: float, now: float
+    ) -> float:
+        """Take `cost` from a token bucket shared by every process on this ledger (refilled at
+        `rate` a second up to `burst`); returns how long the caller must wait before it spends
+        them. The bucket may go into debt, so callers queue in the order they took."""
 
     @abstractmethod
     def close(self) -> None:

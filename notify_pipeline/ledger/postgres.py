@@ -3,8 +3,9 @@
 The rules are `SqlLedger`'s; Postgres row locks make them hold across hosts. A claim first
 tries `INSERT ... ON CONFLICT DO NOTHING` (the primary key picks one of two first claimers) and
 otherwise locks the existing row with `SELECT ... FOR UPDATE`, so take-overs are decided one
-transaction at a time. Rows are locked in key order (messages, then recipient statuses, then
-suppressions), so concurrent batches over overlapping messages cannot deadlock.
+transaction at a time. Rows are locked in key order (quota counters, then messages, then
+recipient statuses, then suppressions), so concurrent batches over overlapping messages or
+quotas cannot deadlock; the shared send-rate bucket is locked alone, in its own transaction.
 
 `owner_is_dead` only knows this host's processes; owners on other hosts are covered by leases.
 A failed call is never retried here: a commit whose reply was lost would be replayed as someone
@@ -68,6 +69,22 @@ TABLES = (
         owner text,
         lease_expires_at timestamptz NOT NULL
     )""",
+    """CREATE TABLE IF NOT EXISTS quota_counters (
+        scope text NOT NULL,
+        span text NOT NULL CHECK (span IN ('minute', 'day')),
+        window_start timestamptz NOT NULL,
+        used integer NOT NULL,
+        PRIMARY KEY (scope, span, window_start)
+    )""",
+    """CREATE TABLE IF NOT EXISTS quota_starts (
+        scope text PRIMARY KEY,
+        first_day text NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS rate_buckets (
+        bucket text PRIMARY KEY,
+        tokens double precision NOT NULL,
+        updated_at double precision NOT NULL
+    )""",
 )
 
 STATEMENTS = Statements(
@@ -107,6 +124,20 @@ STATEMENTS = Statements(
     batch_status="SELECT attempts, owner, lease_expires_at > %s FROM batches WHERE batch_id = %s",
     release_batch="UPDATE batches SET owner = NULL, lease_expires_at = %s"
     " WHERE batch_id = %s AND owner = %s",
+    unclaim="DELETE FROM messages WHERE service = %s AND message_id = %s",
+    lock_counter="INSERT INTO quota_counters VALUES (%s, %s, %s, 0) ON CONFLICT"
+    " (scope, span, window_start) DO UPDATE SET used = quota_counters.used RETURNING used",
+    read_counter="SELECT used FROM quota_counters WHERE scope = %s AND span = %s"
+    " AND window_start = %s",
+    set_counter="UPDATE quota_counters SET used = %s WHERE scope = %s AND span = %s"
+    " AND window_start = %s",
+    prune_counters="DELETE FROM quota_counters WHERE scope = %s AND span = 'minute'"
+    " AND window_start < %s",
+    quota_start="SELECT first_day FROM quota_starts WHERE scope = %s",
+    insert_quota_start="INSERT INTO quota_starts VALUES (%s, %s) ON CONFLICT DO NOTHING",
+    lock_bucket="INSERT INTO rate_buckets VALUES (%s, %s, %s) ON CONFLICT (bucket)"
+    " DO UPDATE SET tokens = rate_buckets.tokens RETURNING tokens, updated_at",
+    set_bucket="UPDATE rate_buckets SET tokens = %s, updated_at = %s WHERE bucket = %s",
 )
 Cursor = psycopg.Cursor[tuple[Any, ...]]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, timedelta
 
 from notify_pipeline.events import Event
 from notify_pipeline.ledger.base import (
@@ -18,7 +19,9 @@ from notify_pipeline.ledger.base import (
     ClaimResult,
     ClaimStatus,
     MessageState,
+    Quota,
     Suppression,
+    Window,
     owner_is_dead,
 )
 
@@ -42,6 +45,11 @@ class HeldMessage:
 class ClaimDecision:
     result: ClaimResult
     take_over: bool  # the row passes to the claiming owner: new lease, inbox item, one more attempt
+
+    @property
+    def is_new(self) -> bool:
+        """The claim created the message's row (a first claim, the only one quotas charge)."""
+        return self.result.status is ClaimStatus.CLAIMED and not self.take_over
 
     @property
     def queues_events(self) -> bool:
@@ -124,3 +132,95 @@ def batch_blocked(
 def batch_ready(holder: str | None, *, lease_live: bool, is_dead: IsDead = owner_is_dead) -> bool:
     """A batch may be taken once its lease or retry delay has run out, or its holder has died."""
     return not lease_live or (holder is not None and is_dead(holder))
+
+
+# Quotas: fixed windows, counted per recipient-delivery, charged once per message (its first claim).
+
+
+def window_bounds(window: Window, now: datetime) -> tuple[datetime, datetime]:
+    """The UTC minute or UTC day `now` falls in, as [start, end)."""
+    now = now.astimezone(UTC)
+    if window is Window.MINUTE:
+        start = now.replace(second=0, microsecond=0)
+        return start, start + timedelta(minutes=1)
+    start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    return start, start + timedelta(days=1)
+
+
+def cap_in_force(quota: Quota, first_day: date | None, today: date) -> int | None:
+    """A plain quota's cap; a warm-up's cap for `today` (day 1 is `first_day`, or today when
+    nothing was counted yet), None once the schedule has run out."""
+    if not quota.schedule:
+        return quota.cap
+    day = 0 if first_day is None else max(0, (today - first_day).days)
+    return quota.schedule[day] if day < len(quota.schedule) else None
+
+
+def fits(used: int, cap: int | None, cost: int) -> bool:
+    """Whether `cost` more fits; a message bigger than a whole window fits only an empty one, so
+    it is never held back for ever."""
+    return cap is None or cost == 0 or used + cost <= cap or used == 0
+
+
+@dataclass
+class Meter:
+    """One quota's counter for its current window, locked for the claim's transaction."""
+
+    quota: Quota
+    start: datetime
+    end: datetime
+    used: int
+    cap: int | None
+    first_day: date | None
+    charged: int = 0
+
+
+def quotas_in_key_order(claims: Sequence[Claim]) -> list[Quota]:
+    """One quota per (scope, window) the claims use, in the order their counters are locked."""
+    found: dict[tuple[str, str], Quota] = {}
+    for claim in claims:
+        for quota in claim.quotas:
+            found.setdefault((quota.scope, quota.window.value), quota)
+    return [found[key] for key in sorted(found)]
+
+
+class QuotaBook:
+    """The counters one claim transaction holds: it admits new claims and keeps their charges."""
+
+    def __init__(self, meters: Iterable[Meter]) -> None:
+        self.meters = {(m.quota.scope, m.quota.window): m for m in meters}
+
+    def charge(self, quotas: Sequence[Quota], cost: int) -> Meter | None:
+        """Take `cost` from every quota, or from none: the refusing meter whose window ends last
+        (the claim can only go once all have room), or None when it was charged."""
+        meters = [self.meters[(q.scope, q.window)] for q in quotas]
+        refusing = [m for m in meters if not fits(m.used, m.cap, cost)]
+        if refusing:
+            return max(refusing, key=lambda m: m.end)
+        for meter in meters:
+            meter.used += cost
+            meter.charged += cost
+        return None
+
+
+def deferred(meter: Meter) -> ClaimDecision:
+    """A new claim that did not fit: no row, no events; its item waits for the window's end."""
+    result = ClaimResult(ClaimStatus.DEFERRED, 0, not_before=meter.end,
+                         deferred_by=meter.quota.reason)
+    return ClaimDecision(result, take_over=False)
+
+
+def reserve_tokens(
+    tokens: float, updated: float, *, now: float, cost: float, rate: float, burst: float
+) -> tuple[float, float, float]:
+    """A token bucket that may go into debt: (tokens left, as of, seconds to wait first).
+
+    The bucket refills from `updated` to `now`, at most to `burst`; a reservation takes its cost
+    at once and waits until the bucket would have held it (at most a full bucket's worth, so a
+    send bigger than the burst leaves debt instead of waiting for ever). A clock behind the
+    bucket's refills nothing and never moves it back.
+    """
+    at = max(now, updated)
+    available = min(burst, tokens + (at - updated) * rate)
+    wait = max(0.0, (min(cost, burst) - available) / rate) + (at - now)
+    return available - cost, at, wait

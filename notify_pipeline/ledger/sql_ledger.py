@@ -11,7 +11,7 @@ from abc import abstractmethod
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, ClassVar, Protocol
 
 from notify_pipeline.events import Event, utcnow
@@ -21,20 +21,33 @@ from notify_pipeline.ledger.base import (
     ClaimResult,
     Ledger,
     MessageState,
+    Quota,
+    QuotaUsage,
     Suppression,
+    Window,
 )
 from notify_pipeline.ledger.rules import (
     NEW_CLAIM,
     ClaimDecision,
     HeldMessage,
+    Meter,
+    QuotaBook,
     batch_blocked,
     batch_ready,
+    cap_in_force,
     claims_in_key_order,
     decide_claim,
+    deferred,
     final_statuses,
+    quotas_in_key_order,
     require_terminal,
+    reserve_tokens,
     suppressions_in_key_order,
+    window_bounds,
 )
+
+# Minute counters older than this are deleted as claims go by; day counters are kept.
+MINUTE_COUNTERS_KEPT = timedelta(hours=1)
 
 
 class Cursor(Protocol):
@@ -77,6 +90,15 @@ class Statements:
     take_batch: str  # owner, lease end, batch_id → attempts, one more
     batch_status: str  # now, batch_id → attempts, owner, lease live
     release_batch: str  # retry time, batch_id, owner: no owner, lease over at the retry time
+    unclaim: str  # service, message_id: drop the row this transaction just inserted
+    lock_counter: str  # scope, window, window start → used (a new row at 0), locked
+    read_counter: str  # scope, window, window start → used
+    set_counter: str  # used, scope, window, window start
+    prune_counters: str  # scope, before: the scope's minute counters that started earlier go
+    quota_start: str  # scope → first_day (ISO date)
+    insert_quota_start: str  # scope, first_day; an existing row stays
+    lock_bucket: str  # bucket, tokens, now → tokens, updated_at (a new row full), locked
+    set_bucket: str  # tokens, updated_at, bucket
 
 
 def _one(cur: Cursor) -> tuple[Any, ...]:
@@ -121,8 +143,13 @@ class SqlLedger(Ledger):
         expires = now + timedelta(seconds=lease_seconds)
         decisions: dict[int, ClaimDecision] = {}
         with self._tx() as cur:
+            book = self._lock_quotas(cur, claims, now)
             for i in claims_in_key_order(claims):
                 decisions[i] = self._claim_one(cur, claims[i], owner, now, expires)
+            for i, claim in enumerate(claims):  # charged in the claims' order: arrival order
+                if decisions[i].is_new:
+                    decisions[i] = self._charge(cur, claim, book)
+            self._save_charges(cur, book)
             self._queue(cur, [
                 event for i, c in enumerate(claims)
                 if decisions[i].queues_events for event in c.queued_events
@@ -143,6 +170,61 @@ class SqlLedger(Ledger):
         if decision.take_over:
             cur.execute(self.sql.take_over, (owner, until, claim.inbox_key, at, *key))
         return decision
+
+    def _charge(self, cur: Cursor, claim: Claim, book: QuotaBook) -> ClaimDecision:
+        """A first claim takes its cost from its quotas, or is undone (its row was inserted by
+        this transaction) and deferred. A take-over is never charged: the first claim was."""
+        refused = book.charge(claim.quotas, claim.cost)
+        if refused is None:
+            return NEW_CLAIM
+        cur.execute(self.sql.unclaim, (claim.service, claim.message_id))
+        return deferred(refused)
+
+    def _lock_quotas(self, cur: Cursor, claims: Sequence[Claim], now: datetime) -> QuotaBook:
+        """Lock the counters of every quota the claims use, before any message row."""
+        meters = []
+        for quota in quotas_in_key_order(claims):
+            meters.append(self._meter(cur, quota, now, self.sql.lock_counter))
+            if quota.window is Window.MINUTE:  # under its current counter's lock, so no deadlock
+                cur.execute(self.sql.prune_counters,
+                            (quota.scope, self._when(now - MINUTE_COUNTERS_KEPT)))
+        return QuotaBook(meters)
+
+    def _meter(self, cur: Cursor, quota: Quota, now: datetime, query: str) -> Meter:
+        start, end = window_bounds(quota.window, now)
+        rows = cur.execute(query, (quota.scope, quota.window.value, self._when(start))).fetchall()
+        first_day = None
+        if quota.schedule:
+            found = cur.execute(self.sql.quota_start, (quota.scope,)).fetchall()
+            first_day = date.fromisoformat(found[0][0]) if found else None
+        used = int(rows[0][0]) if rows else 0
+        return Meter(quota, start, end, used, cap_in_force(quota, first_day, start.date()),
+                     first_day)
+
+    def _save_charges(self, cur: Cursor, book: QuotaBook) -> None:
+        for meter in book.meters.values():
+            if not meter.charged:
+                continue
+            q = meter.quota
+            cur.execute(self.sql.set_counter,
+                        (meter.used, q.scope, q.window.value, self._when(meter.start)))
+            if q.schedule and meter.first_day is None:
+                cur.execute(self.sql.insert_quota_start, (q.scope, meter.start.date().isoformat()))
+
+    def quota_usage(self, quotas: Sequence[Quota], *, now: datetime) -> list[QuotaUsage]:
+        with self._read() as cur:
+            meters = [self._meter(cur, quota, now, self.sql.read_counter) for quota in quotas]
+        return [QuotaUsage(m.quota, m.start, m.used, m.cap, m.first_day) for m in meters]
+
+    def take_tokens(
+        self, bucket: str, cost: float, *, rate: float, burst: float, now: float
+    ) -> float:
+        with self._tx() as cur:
+            tokens, updated = _one(cur.execute(self.sql.lock_bucket, (bucket, burst, now)))
+            left, at, wait = reserve_tokens(float(tokens), float(updated), now=now, cost=cost,
+                                            rate=rate, burst=burst)
+            cur.execute(self.sql.set_bucket, (left, at, bucket))
+        return wait
 
     def release(self, keys: Sequence[tuple[str, str]], *, owner: str) -> None:
         with self._tx() as cur:

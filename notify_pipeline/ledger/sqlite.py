@@ -55,6 +55,22 @@ CREATE TABLE IF NOT EXISTS batches (
     owner TEXT,
     lease_expires_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS quota_counters (
+    scope TEXT NOT NULL,
+    span TEXT NOT NULL,
+    window_start REAL NOT NULL,
+    used INTEGER NOT NULL,
+    PRIMARY KEY (scope, span, window_start)
+);
+CREATE TABLE IF NOT EXISTS quota_starts (
+    scope TEXT PRIMARY KEY,
+    first_day TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rate_buckets (
+    bucket TEXT PRIMARY KEY,
+    tokens REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
 """
 
 
@@ -93,6 +109,20 @@ STATEMENTS = Statements(
     batch_status="SELECT attempts, owner, lease_expires_at > ? FROM batches WHERE batch_id = ?",
     release_batch="UPDATE batches SET owner = NULL, lease_expires_at = ?"
     " WHERE batch_id = ? AND owner = ?",
+    unclaim="DELETE FROM messages WHERE service = ? AND message_id = ?",
+    lock_counter="INSERT INTO quota_counters VALUES (?, ?, ?, 0) ON CONFLICT DO UPDATE"
+    " SET used = used RETURNING used",
+    read_counter="SELECT used FROM quota_counters WHERE scope = ? AND span = ?"
+    " AND window_start = ?",
+    set_counter="UPDATE quota_counters SET used = ? WHERE scope = ? AND span = ?"
+    " AND window_start = ?",
+    prune_counters="DELETE FROM quota_counters WHERE scope = ? AND span = 'minute'"
+    " AND window_start < ?",
+    quota_start="SELECT first_day FROM quota_starts WHERE scope = ?",
+    insert_quota_start="INSERT INTO quota_starts VALUES (?, ?) ON CONFLICT DO NOTHING",
+    lock_bucket="INSERT INTO rate_buckets VALUES (?, ?, ?) ON CONFLICT DO UPDATE"
+    " SET tokens = tokens RETURNING tokens, updated_at",
+    set_bucket="UPDATE rate_buckets SET tokens = ?, updated_at = ? WHERE bucket = ?",
 )
 
 

@@ -24,6 +24,7 @@ from notify_pipeline.delivery.base import (
 )
 from notify_pipeline.errors import (
     AmbiguousHandoffError,
+    DeferReason,
     FailureReason,
     PermanentDeliveryError,
     RejectReason,
@@ -33,6 +34,7 @@ from notify_pipeline.events import Event
 from notify_pipeline.faults import crashpoint
 from notify_pipeline.inbox.base import Inbox
 from notify_pipeline.ledger.base import Claim, ClaimStatus, Ledger, MessageState
+from notify_pipeline.limits import SendingLimits, usage_row
 from notify_pipeline.message import Envelope
 from notify_pipeline.policy import split_suppressed
 from notify_pipeline.run.decide import Accepted, Rejected, Rules, decide
@@ -70,6 +72,8 @@ class Deployment(Protocol):
     def rules(self) -> Rules: ...
     @property
     def renderer(self) -> Renderer: ...
+    @property
+    def limits(self) -> SendingLimits: ...
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,9 @@ class BatchAttempt:
     owner: str  # unique to this attempt: see `Pipeline.process_batch`
     summary: BatchSummary
     done: list[str] = field(default_factory=list)  # inbox keys whose outcome is recorded
+    waits: list[float] = field(default_factory=list)  # seconds until each deferral may go
+    not_before: list[datetime] = field(default_factory=list)  # when quota deferrals may go
+    rules: Rules = field(init=False)  # fixed for the attempt once `run` has begun
 
     def run(self) -> float:
         """Run the batch; returns the retry delay for whatever it leaves unfinished."""
@@ -95,19 +102,24 @@ class BatchAttempt:
         items = list(self.inbox.read(self.batch_id))
         p.renderer.prestart(len(items))  # workers start while we decide
         with timed(self.summary, "decide"):
-            rules, now = p.rules, p.clock()
-            decisions = [decide(item, rules, now) for item in items]
+            self.rules, now = p.rules, p.clock()
+            decisions = [decide(item, self.rules, now) for item in items]
         self.summary.requests = len(decisions)
         self._record_rejects([d for d in decisions if isinstance(d, Rejected)])
         accepted = self._split_suppressed([d for d in decisions if isinstance(d, Accepted)])
         with timed(self.summary, "claim"):
             to_send = self._claim(accepted)
         crashpoint("after_claim")
-        retry_after = self._deliver(to_send)
+        self._deliver(to_send)
         self.inbox.finish(self.batch_id, self.done)
-        if self.summary.deferred and not retry_after:
-            retry_after = p.retry_after_seconds  # items wait on another run's live claim
-        return retry_after
+        now = p.clock()
+        waits = [*self.waits, *((t - now).total_seconds() for t in self.not_before)]
+        return max(0.0, min(waits, default=0.0))
+
+    def _defer(self, reason: DeferReason, count: int = 1) -> None:
+        """Leave `count` items in the batch for a later attempt, after the retry delay."""
+        self.summary.defer(reason, count)
+        self.waits.append(self.pipeline.retry_after_seconds)
 
     # deciding and claiming
 
@@ -138,8 +150,9 @@ class BatchAttempt:
 
     def _claim(self, accepted: list[Accepted]) -> list[Claimed]:
         p, now = self.pipeline, self.pipeline.clock()
-        claims = [_claim_for(a, now) for a in accepted]
+        claims = [self._claim_for(a, now) for a in accepted]
         results = p.ledger.claim(claims, owner=self.owner, lease_seconds=p.lease_seconds, now=now)
+        self._note_limits(claims, now)
         to_send: list[Claimed] = []
         for acc, claim, result in zip(accepted, claims, results, strict=True):
             if result.status is ClaimStatus.CLAIMED:
@@ -152,17 +165,37 @@ class BatchAttempt:
             elif result.status is ClaimStatus.AMBIGUOUS:
                 self._record_ambiguous(acc)
             elif result.status is ClaimStatus.BUSY:
-                self.summary.deferred += 1
+                self._defer(DeferReason.CLAIMED_ELSEWHERE)
+                continue
+            elif result.status is ClaimStatus.DEFERRED:
+                assert result.deferred_by is not None and result.not_before is not None
+                self.summary.defer(result.deferred_by)  # until the quota's window ends
+                self.not_before.append(result.not_before)
                 continue
             elif result.status is ClaimStatus.DUPLICATE:
                 self.summary.duplicates += 1
             self.done.append(acc.item.key)
         return to_send
 
+    def _claim_for(self, acc: Accepted, now: datetime) -> Claim:
+        env = acc.envelope
+        service = self.rules.registry[env.service]
+        quotas = self.pipeline.limits.quotas(service.id, service.limits,
+                                             service.advanced.dedicated_ip_pool)
+        return Claim(env.service, env.message_id, acc.item.arrival, _queued(acc, now),
+                     cost=len(acc.recipients), quotas=quotas)
+
+    def _note_limits(self, claims: list[Claim], now: datetime) -> None:
+        """Each quota the batch met, as it stands after the claims (for the run's metadata)."""
+        quotas = list(dict.fromkeys(q for c in claims for q in c.quotas))
+        if quotas:
+            usage = self.pipeline.ledger.quota_usage(quotas, now=now)
+            self.summary.limits = [usage_row(u) for u in usage]
+
     # handing off
 
-    def _deliver(self, to_send: list[Claimed]) -> float:
-        """Hand each claimed message off; returns a retry delay if the provider was unreachable.
+    def _deliver(self, to_send: list[Claimed]) -> None:
+        """Hand each claimed message off; what finds the provider unreachable is handed back.
 
         Hand-offs begin in claim order, at most `transport.concurrency` at once, each on a
         thread of its own; the ledger and the summary are touched only here, on this thread. A
@@ -189,10 +222,8 @@ class BatchAttempt:
             with timed(self.summary, "handoff"):
                 finished = handoffs.drain()
             unavailable += self._settle_all(finished)
-        if not unavailable:
-            return 0.0
-        self._hand_back([u.job for u in unavailable] + list(waiting), unavailable[0].error)
-        return p.retry_after_seconds
+        if unavailable:
+            self._hand_back([u.job for u in unavailable] + list(waiting), unavailable[0].error)
 
     def _begin(self, acc: Accepted, rendered: Rendered) -> OutgoingMessage | None:
         """The message to hand off, once the ledger marks it `handing_off`; None when it
@@ -206,10 +237,11 @@ class BatchAttempt:
             return None
         crashpoint("after_sign")
         if not self.pipeline.ledger.begin_handoff(env.service, env.message_id, owner=self.owner):
-            self.summary.deferred += 1  # another owner took the claim over; its run finishes it
+            self._defer(DeferReason.CLAIMED_ELSEWHERE)  # another owner took the claim over
             return None
+        pool = self.rules.registry[env.service].advanced.dedicated_ip_pool
         return OutgoingMessage(env.service, env.message_id, env.from_address, acc.recipients,
-                               rendered.data)
+                               rendered.data, ip_pool=pool)
 
     def _settle_all(self, finished: list[Finished]) -> list[Unavailable]:
         """Record finished hand-offs; returns those that found the provider unreachable and
@@ -271,7 +303,7 @@ class BatchAttempt:
             [(job.accepted.envelope.service, job.accepted.envelope.message_id) for job in rest],
             owner=self.owner,
         )
-        self.summary.deferred += len(rest)
+        self._defer(DeferReason.PROVIDER_UNAVAILABLE, len(rest))
 
     # terminal states
 
@@ -294,7 +326,8 @@ class BatchAttempt:
                 self.summary.events += len(events)
 
 
-def _claim_for(acc: Accepted, now: datetime) -> Claim:
+def _queued(acc: Accepted, now: datetime) -> tuple[Event, ...]:
+    """The events a claim records once made: queued, and a reject per suppressed recipient."""
     env = acc.envelope
     events = queued_events(env, acc.recipients, now)
     if acc.suppressed:
@@ -305,4 +338,4 @@ def _claim_for(acc: Accepted, now: datetime) -> Claim:
                 subject=env.subject, tags=env.tags, at=now,
             )
         )
-    return Claim(env.service, env.message_id, acc.item.arrival, events)
+    return events

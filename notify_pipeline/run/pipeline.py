@@ -14,6 +14,7 @@ from notify_pipeline.events import utcnow
 from notify_pipeline.faults import crashpoint
 from notify_pipeline.inbox.base import Inbox
 from notify_pipeline.ledger.base import Ledger
+from notify_pipeline.limits import SendingLimits
 from notify_pipeline.policy import Domains, IdentityVerifier
 from notify_pipeline.registry import Registry
 from notify_pipeline.run.attempt import BatchAttempt
@@ -38,6 +39,7 @@ class Pipeline:
     max_message_attempts: int = defaults.MAX_MESSAGE_ATTEMPTS
     retry_after_seconds: float = defaults.PROVIDER_RETRY_SECONDS
     max_request_bytes: int = defaults.MAX_REQUEST_BYTES
+    limits: SendingLimits = field(default_factory=SendingLimits)
     clock: Callable[[], datetime] = field(default=utcnow)
     # Processes rendering and signing ahead of the hand-off (CPU-bound: MIME folding, DKIM);
     # None means one per CPU, 0 or 1 renders in the run's process.

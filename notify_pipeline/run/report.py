@@ -6,6 +6,9 @@ bodies or anything the event table does not already hold.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 from notify_pipeline.run.summary import BatchSummary, Counts
 
 # (field, label) of the outcomes a table lists, in the order a reader looks for them.
@@ -21,12 +24,11 @@ OUTCOMES = (
 
 def batch_line(summary: BatchSummary) -> str:
     """`batch B: 3 requests: 2 delivered, 1 rejected (unknown_service 1)`."""
-    parts = [f"{getattr(summary, name)} {label}" for name, label in OUTCOMES
-             if getattr(summary, name)]
+    parts = [f"{getattr(summary, name)} {_line_label(summary, name, label)}"
+             for name, label in OUTCOMES if getattr(summary, name)]
     rejected = sum(summary.rejected.values())
     if rejected:
-        reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(summary.rejected.items()))
-        parts.append(f"{rejected} rejected ({reasons})")
+        parts.append(f"{rejected} rejected ({_by_reason(summary.rejected)})")
     if summary.suppressed_recipients:
         parts.append(f"{summary.suppressed_recipients} recipient(s) suppressed")
     outcome = ", ".join(parts) or "nothing to do"
@@ -37,6 +39,7 @@ def outcome_table(counts: Counts) -> str:
     """A markdown table: one row per outcome and per reject reason that occurred."""
     rows = [(label, getattr(counts, name), "") for name, label in OUTCOMES
             if getattr(counts, name)]
+    rows += [(f"deferred: {reason}", n, "") for reason, n in sorted(counts.deferred_by.items())]
     for reason, n in sorted(counts.rejected.items()):
         shown = ", ".join(f"`{_cell(s)}`" for s in counts.reject_samples.get(reason, []))
         rows.append((f"rejected: {reason}", n, shown))
@@ -47,6 +50,31 @@ def outcome_table(counts: Counts) -> str:
     if not rows:
         lines.append("| (no requests) | 0 | |")
     return "\n".join(lines)
+
+
+def limits_table(limits: Sequence[Mapping[str, Any]]) -> str:
+    """A markdown table of sending limits (`limits.usage_row` rows): used and cap per window."""
+    lines = ["| counter | limit | window from (UTC) | used | cap |",
+             "| --- | --- | --- | ---: | ---: |"]
+    for row in limits:
+        kind = str(row["limit"])
+        if "warmup_day" in row:
+            kind += f" (day {row['warmup_day']})"
+        cap = "none" if row["cap"] is None else row["cap"]
+        lines.append(f"| `{_cell(str(row['scope']))}` | {kind} | {row['window_start']} |"
+                     f" {row['used']} | {cap} |")
+    return "\n".join(lines)
+
+
+def _line_label(summary: BatchSummary, name: str, label: str) -> str:
+    """Deferrals say why, as rejects do: `2 deferred (per_day 2)`."""
+    if name == "deferred" and summary.deferred_by:
+        return f"deferred ({_by_reason(summary.deferred_by)})"
+    return label
+
+
+def _by_reason(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{reason} {n}" for reason, n in sorted(counts.items()))
 
 
 def _cell(text: str) -> str:

@@ -21,7 +21,12 @@ from notify_pipeline.assets import (
 from notify_pipeline.assets.resource import AnalyticsResource
 from notify_pipeline.bigquery_resource import EmulatorAwareBigQueryResource
 from notify_pipeline.events import BounceType, Event, EventType
-from notify_pipeline.resources import BigQueryWarehouseResource, RegistryResource
+from notify_pipeline.inbox.gcs_store import SERVICE
+from notify_pipeline.resources import (
+    BigQueryWarehouseResource,
+    GcsInboxResource,
+    RegistryResource,
+)
 from notify_pipeline.warehouse.bigquery import BigQueryWarehouse
 from tests.helpers import REGISTRY
 
@@ -32,13 +37,18 @@ def _events(service, when, kind, n, bounce=None):
                   bounce_type=BounceType(bounce) if bounce else None) for i in range(n)]
 
 
-def test_tables_rates_exports_and_access_plan_on_bigquery(bigquery_emulator, tmp_path):
+def test_tables_rates_exports_and_access_plan_on_bigquery(bigquery_emulator, gcs_emulator,
+                                                         tmp_path):
     bq = EmulatorAwareBigQueryResource(project=bigquery_emulator.project,
                                        endpoint=bigquery_emulator.endpoint)
     dataset = f"g_{uuid.uuid4().hex[:12]}"
     client = bq.make_client()
     warehouse = BigQueryWarehouse(client, dataset=dataset, timeout_seconds=20, retry_seconds=20)
     now = datetime.now(UTC)
+    bucket = gcs_emulator.new_bucket()
+    young = bucket.blob("rejected/20261101T000000-0123456789ab/r.json")
+    young.metadata = {SERVICE: "hr-reminders"}
+    young.upload_from_string(b'{"service": "hr-reminders"}', timeout=30)
     warehouse.write_events(
         _events("hr-reminders", now - timedelta(days=1), "send", 120)
         + _events("hr-reminders", now - timedelta(days=1), "bounce", 13, "Permanent")
@@ -48,6 +58,8 @@ def test_tables_rates_exports_and_access_plan_on_bigquery(bigquery_emulator, tmp
         "warehouse": BigQueryWarehouseResource(bigquery=bq, dataset=dataset),
         "registry": RegistryResource(path=str(REGISTRY)),
         "analytics": AnalyticsResource(home=str(tmp_path), apply_access=True),
+        "inbox": GcsInboxResource(project=gcs_emulator.project, bucket=bucket.name,
+                                  storage_emulator_host=gcs_emulator.endpoint),
     }
     with dg.instance_for_test() as instance:
         sync_services(instance, ["hr-reminders"])
@@ -76,6 +88,9 @@ def test_tables_rates_exports_and_access_plan_on_bigquery(bigquery_emulator, tmp
     assert meta["sheets_export"]["dagster/row_count"].value == 133
     assert meta["sheets_export"]["sheets"].value.startswith("not configured")
     assert meta["event_retention"]["deleted"].value == 4
+    assert (meta["event_retention"]["inbox_removed"].value,
+            meta["event_retention"]["inbox_examined"].value) == (0, 0), "kept just now"
+    assert [b.name for b in bucket.list_blobs(timeout=10)] == [young.name]
     store = BigQueryAnalytics(warehouse, client, timeout_seconds=20, retry_seconds=20)
     assert store.query(f"SELECT service, sum(sent), sum(bounced_permanent) FROM"
                        f" {store.dialect.table('daily_stats')} GROUP BY service") == [

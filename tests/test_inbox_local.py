@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import tracemalloc
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from notify_pipeline.inbox.local import LocalInbox
+from notify_pipeline.inbox.retention import KeptRetention
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 
@@ -147,3 +149,101 @@ def test_an_entry_in_a_batch_that_cannot_be_read_is_set_aside(tmp_path: Path) ->
     box.finish(batch, ["a.json"])
     assert box.batches() == []
     assert (box.rejected_dir / f"{batch}--b.json").is_dir()
+
+
+# retention of kept copies
+
+REGISTERED = frozenset({"svc-a", "svc-b"})
+
+
+def kept(box: LocalInbox, name: str, body: bytes, age: timedelta) -> Path:
+    """A rejected request kept by `quarantine`, then aged `age`."""
+    box.quarantine("20261101T000000-0123456789ab", name, body, f"{name}: malformed: test")
+    path = box.rejected_dir / f"20261101T000000-0123456789ab--{name}"
+    stamp = (datetime.now(UTC) - age).timestamp()
+    os.utime(path, (stamp, stamp))
+    return path
+
+
+def request_of(service: str) -> bytes:
+    return json.dumps({"version": 1, "service": service, "identity_token": "t"}).encode()
+
+
+def retention(days: int = 30, default_days: int = 400) -> KeptRetention:
+    now = datetime.now(UTC)
+    return KeptRetention(cutoffs={"svc-a": now - timedelta(days=days)},
+                         default_cutoff=now - timedelta(days=default_days),
+                         registered=REGISTERED)
+
+
+def test_expire_kept_removes_the_services_old_copies_and_unknown_ones_by_the_default(
+    tmp_path: Path,
+) -> None:
+    box = LocalInbox(tmp_path)
+    old_a = kept(box, "old-a.json", request_of("svc-a"), timedelta(days=31))
+    young_a = kept(box, "young-a.json", request_of("svc-a"), timedelta(days=29))
+    old_b = kept(box, "old-b.json", request_of("svc-b"), timedelta(days=500))
+    gone = kept(box, "gone.json", request_of("removed-svc"), timedelta(days=401))
+    junk = kept(box, "junk.json", b"\xff not json", timedelta(days=401))
+    young_junk = kept(box, "young-junk.json", b"[1, 2", timedelta(days=399))
+    aside = box.rejected_dir / "20261101T000000-0123456789ab--dir.json"
+    (aside / "inner").mkdir(parents=True)
+    stamp = (datetime.now(UTC) - timedelta(days=401)).timestamp()
+    os.utime(aside, (stamp, stamp))
+    write(box, "waiting.json", NOW - timedelta(days=900))
+    write(box, "staged.json", NOW - timedelta(days=900))
+    batch = box.stage(max_items=1, max_age_seconds=0, now=NOW)
+    assert batch is not None
+
+    expired = box.expire_kept(retention())
+
+    assert (expired.removed, dict(expired.by_kind)) == (4, {"rejected": 4})
+    assert (dict(expired.by_service), expired.unattributed, expired.failed) == ({"svc-a": 1}, 3, 0)
+    for path in (old_a, gone, junk, aside):
+        assert not path.exists() and not path.with_name(path.name + ".reason").exists(), path
+    for path in (young_a, old_b, young_junk):
+        assert path.is_file() and path.with_name(path.name + ".reason").is_file(), path
+    assert box.waiting() == 1, "a waiting request is not a kept copy, however old"
+    assert box.batches() == [batch] and len(list(box.read(batch))) == 1
+    again = box.expire_kept(retention())
+    assert (again.removed, again.failed) == (0, 0), "a second pass removes nothing"
+
+
+def test_expire_kept_reads_only_copies_old_enough_to_expire(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    box = LocalInbox(tmp_path)
+    for n in range(20):
+        kept(box, f"young-{n}.json", request_of("svc-a"), timedelta(days=1))
+    kept(box, "old.json", request_of("svc-a"), timedelta(days=40))
+    read: list[str] = []
+    real = Path.read_bytes
+
+    def counted(self: Path) -> bytes:
+        read.append(self.name)
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", counted)
+    expired = box.expire_kept(retention())
+
+    assert (expired.removed, expired.examined) == (1, 1)
+    assert read == ["20261101T000000-0123456789ab--old.json"]
+
+
+def test_a_note_left_without_its_copy_expires_by_the_default(tmp_path: Path) -> None:
+    box = LocalInbox(tmp_path)
+    copy = kept(box, "a.json", request_of("svc-a"), timedelta(days=1))
+    copy.unlink()
+    note = copy.with_name(copy.name + ".reason")
+    stamp = (datetime.now(UTC) - timedelta(days=401)).timestamp()
+    os.utime(note, (stamp, stamp))
+
+    expired = box.expire_kept(retention())
+
+    assert (expired.removed, expired.unattributed) == (1, 1)
+    assert not note.exists()
+
+
+def test_expire_kept_with_nothing_kept_is_empty(tmp_path: Path) -> None:
+    expired = LocalInbox(tmp_path).expire_kept(retention())
+    assert (expired.removed, expired.examined) == (0, 0)

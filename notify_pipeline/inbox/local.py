@@ -14,6 +14,7 @@ import hashlib
 import heapq
 import logging
 import os
+import shutil
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
@@ -21,9 +22,11 @@ from pathlib import Path
 
 from notify_pipeline import files
 from notify_pipeline.inbox.base import Inbox, InboxItem
+from notify_pipeline.inbox.retention import ExpiredCopies, KeptRetention, service_of
 from notify_pipeline.request import redact_token
 
 STAGING_PREFIX = ".staging-"
+REASON_SUFFIX = ".reason"
 _log = logging.getLogger(__name__)
 
 
@@ -154,11 +157,75 @@ class LocalInbox(Inbox):
     def quarantine(self, batch_id: str, key: str, body: bytes, note: str) -> None:
         """Keep a rejected request beside a note, with its identity token removed."""
         target = files.replace(self.rejected_dir / f"{batch_id}--{key}", redact_token(body))
-        (target.with_name(target.name + ".reason")).write_text(note + "\n")
+        (target.with_name(target.name + REASON_SUFFIX)).write_text(note + "\n")
+
+    def expire_kept(self, retention: KeptRetention) -> ExpiredCopies:
+        """Remove expired copies in `rejected/` (each with its `.reason`), aged by mtime.
+
+        Nothing else is kept here: finished requests are deleted. Only copies older than the
+        latest cutoff are read (to learn their service), so a pass costs a listing and stats.
+        """
+        tally = ExpiredCopies()
+        for path, kept_at in self._kept_before(retention.latest_cutoff):
+            tally.examined += 1
+            service = _kept_service(path)
+            cutoff = retention.cutoff_for(service)
+            if cutoff is None or kept_at >= cutoff.timestamp():
+                continue
+            if _remove_kept(path):
+                tally.count("rejected", retention.attributed(service))
+            else:
+                tally.failed += 1
+        return tally
+
+    def _kept_before(self, cutoff: datetime) -> list[tuple[Path, float]]:
+        """(path, mtime) of kept copies last modified before `cutoff`, listed before any is
+        removed. A `.reason` whose copy is gone stands for that copy."""
+        found: list[tuple[Path, float]] = []
+        try:
+            with os.scandir(self.rejected_dir) as entries:
+                for entry in entries:
+                    path = Path(entry.path)
+                    if entry.name.startswith(".") or (  # a write in progress
+                            entry.name.endswith(REASON_SUFFIX)
+                            and path.with_name(entry.name.removesuffix(REASON_SUFFIX)).exists()):
+                        continue
+                    with suppress(FileNotFoundError):
+                        kept_at = entry.stat(follow_symlinks=False).st_mtime
+                        if kept_at < cutoff.timestamp():
+                            found.append((path, kept_at))
+        except FileNotFoundError:
+            pass
+        return found
 
     def write_request(self, body: bytes, name: str) -> Path:
         """Drop one request into the inbox atomically (write elsewhere, then rename)."""
         return files.replace(self.inbox_dir / name, body, mode=files.SHARED)
+
+
+def _kept_service(path: Path) -> str | None:
+    """The service a kept copy names; None for a directory, an unreadable file or a note."""
+    if path.name.endswith(REASON_SUFFIX) or path.is_symlink() or not path.is_file():
+        return None
+    try:
+        return service_of(path.read_bytes())
+    except OSError:
+        return None
+
+
+def _remove_kept(path: Path) -> bool:
+    """Its note first, then the copy: a crash in between leaves a copy a later pass removes.
+    False (reported, left for the next pass) when the file system refuses."""
+    try:
+        path.with_name(path.name + REASON_SUFFIX).unlink(missing_ok=True)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    except OSError as exc:
+        _log.warning("rejected/: could not remove expired %r: %s", path.name, type(exc).__name__)
+        return False
+    return True
 
 
 def _batch_id(files: Sequence[tuple[int, str]]) -> str:

@@ -15,6 +15,7 @@ from notify_pipeline.assets import (
     daily_stats,
     event_retention,
     events,
+    service_configuration,
     services,
     sync_services,
 )
@@ -133,3 +134,23 @@ def test_event_retention_expires_the_inbox_copies_with_the_events(local):
         "other.json", "young.json"]
     second = again.asset_materializations_for_node("event_retention")[0].metadata
     assert second["inbox_removed_rejected"].value == 0
+
+
+def test_service_configuration_is_a_table_planned_for_the_technical_principals(local):
+    with dg.instance_for_test() as instance:
+        sync_services(instance, ["hr-reminders"])
+        result = dg.materialize([service_configuration], instance=instance,
+                                partition_key="hr-reminders",
+                                resources=resources_for(local.settings))
+    meta = result.asset_materializations_for_node("service_configuration")[0].metadata
+    assert meta["dagster/table_name"].value == "notify_events.config_hr_reminders"
+    assert meta["access_plan"].value == [
+        {"principal": "group:hr-systems@example.cam.ac.uk", "role": "roles/bigquery.dataViewer",
+         "resource": "notify_events.config_hr_reminders"}], "technical principals, nobody else"
+    assert meta["access_applied"].value is False, "locally the plan is only shown"
+    [check] = result.get_asset_check_evaluations()
+    assert check.check_name == "configuration_access" and check.passed
+    [(entry,)] = DuckDBWarehouse(local.settings.warehouse_path).query(
+        "SELECT configuration FROM notify_events.config_hr_reminders")
+    assert json.loads(entry)["technical_contacts"] == ["hr-systems@example.cam.ac.uk",
+                                                       "hr-oncall@example.org"]

@@ -14,6 +14,7 @@ from notify_pipeline.assets import (
     daily_stats,
     event_retention,
     events,
+    service_configuration,
     service_events,
     sheets_export,
     sync_services,
@@ -24,6 +25,7 @@ from notify_pipeline.events import BounceType, Event, EventType
 from notify_pipeline.inbox.gcs_store import SERVICE
 from notify_pipeline.resources import (
     BigQueryWarehouseResource,
+    DeploymentResource,
     GcsInboxResource,
     RegistryResource,
 )
@@ -57,6 +59,7 @@ def test_tables_rates_exports_and_access_plan_on_bigquery(bigquery_emulator, gcs
     resources = {
         "warehouse": BigQueryWarehouseResource(bigquery=bq, dataset=dataset),
         "registry": RegistryResource(path=str(REGISTRY)),
+        "deployment": DeploymentResource(),
         "analytics": AnalyticsResource(home=str(tmp_path), apply_access=True),
         "inbox": GcsInboxResource(project=gcs_emulator.project, bucket=bucket.name,
                                   storage_emulator_host=gcs_emulator.endpoint),
@@ -64,7 +67,8 @@ def test_tables_rates_exports_and_access_plan_on_bigquery(bigquery_emulator, gcs
     with dg.instance_for_test() as instance:
         sync_services(instance, ["hr-reminders"])
         result = dg.materialize(
-            [events, service_events, daily_stats, bounce_rates, sheets_export, event_retention],
+            [events, service_events, daily_stats, bounce_rates, sheets_export, event_retention,
+             service_configuration],
             instance=instance, partition_key="hr-reminders", resources=resources)
     meta = {e.asset_key.to_user_string(): e.materialization.metadata
             for e in result.get_asset_materialization_events()}
@@ -79,6 +83,14 @@ def test_tables_rates_exports_and_access_plan_on_bigquery(bigquery_emulator, gcs
     assert meta["service_events"]["access_error"].value.startswith("unsupported:")
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert not checks["reporting_access"].passed
+    config = meta["service_configuration"]
+    assert config["access_plan"].value == [
+        {"principal": "group:hr-systems@example.cam.ac.uk", "role": "roles/bigquery.dataViewer",
+         "resource": f"{bigquery_emulator.project}.{dataset}.config_hr_reminders"}]
+    assert (config["access_applied"].value, config["changed"].value) == (False, True)
+    assert config["access_error"].value.startswith("unsupported:")
+    assert not checks["configuration_access"].passed
+    assert checks["configuration_access"].severity is dg.AssetCheckSeverity.WARN
     assert checks["reporting_access"].severity is dg.AssetCheckSeverity.WARN
     assert (checks["bounce_rate"].passed, checks["bounce_rate"].severity) == (
         False, dg.AssetCheckSeverity.ERROR)

@@ -107,10 +107,10 @@ def test_stage_many_takes_several_batches_oldest_first_from_one_listing(
     listings = 0
     real = LocalInbox._waiting_files
 
-    def counted(self: LocalInbox) -> Iterator[tuple[int, str]]:
+    def counted(self: LocalInbox, **kwargs: bool) -> Iterator[tuple[int, str]]:
         nonlocal listings
         listings += 1
-        return real(self)
+        return real(self, **kwargs)
 
     monkeypatch.setattr(LocalInbox, "_waiting_files", counted)
     staged = list(box.stage_many(max_items=3, max_age_seconds=50, now=NOW, max_batches=5))
@@ -126,15 +126,42 @@ def test_stage_many_takes_several_batches_oldest_first_from_one_listing(
     assert box.waiting() == 1, "a lone young request waits for company"
 
 
-def test_a_directory_named_like_a_request_is_never_staged(tmp_path: Path) -> None:
+def test_a_directory_named_like_a_request_is_set_aside_once_and_kept_whole(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The worker stages about four times a second: a `*.json` directory used to be reported on
+    every pass. It is moved to `rejected/` once, beside a note, with its contents."""
     box = LocalInbox(tmp_path)
     write(box, "a.json", datetime.now(UTC) - timedelta(hours=1))
-    (box.inbox_dir / "b.json").mkdir()
+    (box.inbox_dir / "b.json" / "deep").mkdir(parents=True)
+    (box.inbox_dir / "b.json" / "deep" / "payload.txt").write_bytes(b"keep me")
+    caplog.set_level("WARNING", logger="notify_pipeline.inbox.local")
 
-    assert box.waiting() == 1
+    assert box.waiting() == 1, "counting waiting requests passes over it"
+    assert (box.inbox_dir / "b.json").is_dir(), "and moves nothing: only stagers hold the lock"
     batch = box.stage(max_items=10, max_age_seconds=0, now=datetime.now(UTC))
+    for _ in range(200):
+        assert box.stage(max_items=10, max_age_seconds=0, now=datetime.now(UTC)) is None
+        assert box.waiting() == 0
+
     assert batch is not None and staged_names(box, batch) == ["a.json"]
-    assert (box.inbox_dir / "b.json").is_dir()
+    assert not (box.inbox_dir / "b.json").exists()
+    [moved] = [p for p in box.rejected_dir.iterdir() if p.name.endswith("--b.json")]
+    assert (moved / "deep" / "payload.txt").read_bytes() == b"keep me"
+    note = moved.with_name(moved.name + ".reason").read_text()
+    assert note.startswith("not_a_file: ") and "'b.json'" in note
+    reports = [r for r in caplog.records if "b.json" in r.getMessage()]
+    assert len(reports) == 1 and "not a file" in reports[0].getMessage()
+
+
+def test_two_non_files_of_the_same_name_are_both_kept(tmp_path: Path) -> None:
+    box = LocalInbox(tmp_path)
+    for n in range(2):
+        (box.inbox_dir / "b.json").mkdir(parents=True)
+        (box.inbox_dir / "b.json" / f"{n}.txt").write_text(str(n))
+        assert box.stage(max_items=10, max_age_seconds=0, now=datetime.now(UTC)) is None
+    moved = sorted(p for p in box.rejected_dir.iterdir() if p.name.endswith("--b.json"))
+    assert sorted(f.name for p in moved for f in p.iterdir()) == ["0.txt", "1.txt"]
 
 
 def test_an_entry_in_a_batch_that_cannot_be_read_is_set_aside(tmp_path: Path) -> None:

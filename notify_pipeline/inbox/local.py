@@ -15,6 +15,7 @@ import heapq
 import logging
 import os
 import shutil
+import uuid
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
@@ -27,6 +28,7 @@ from notify_pipeline.request import redact_token
 
 STAGING_PREFIX = ".staging-"
 REASON_SUFFIX = ".reason"
+NOT_A_FILE = "not_a_file"  # the reason code of an inbox entry set aside unread
 _log = logging.getLogger(__name__)
 
 
@@ -35,12 +37,15 @@ class LocalInbox(Inbox):
         self.inbox_dir = home / "inbox"
         self.batch_dir = home / "batches"
         self.rejected_dir = home / "rejected"
+        self._unmovable: set[str] = set()  # non-files reported as unmovable, reported once
 
-    def _waiting_files(self) -> Iterator[tuple[int, str]]:
+    def _waiting_files(self, *, set_aside: bool = False) -> Iterator[tuple[int, str]]:
         """(mtime in ns, name) of every waiting request, in directory order.
 
         A generator, so a backlog of any size costs no memory here: `stage` keeps only the
-        oldest `max_items` of it.
+        oldest `max_items` of it. An entry named like a request that is not a file (a
+        directory, say) is never a request: with `set_aside` (the caller holds the staging
+        lock) it is moved to `rejected/`, reported once; otherwise it is passed over quietly.
         """
         try:
             with os.scandir(self.inbox_dir) as entries:
@@ -49,13 +54,38 @@ class LocalInbox(Inbox):
                         continue
                     try:
                         if not entry.is_file():
-                            _log.warning("inbox: skipped %r, which is not a file", entry.name)
+                            if set_aside:
+                                self._set_aside_non_file(entry.name)
                             continue
                         yield entry.stat().st_mtime_ns, entry.name
                     except FileNotFoundError:
                         continue
         except FileNotFoundError:
             return
+
+    def _set_aside_non_file(self, name: str) -> None:
+        """Move a non-file out of the inbox, contents untouched, beside a note saying why, so
+        it is reported once and never listed again. Named like a batch's kept copy (a time,
+        then a unique tail), so two such entries of the same name never collide."""
+        stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}"
+        target = self.rejected_dir / f"{stamp}--{name}"
+        self.rejected_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            (self.inbox_dir / name).rename(target)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            if name not in self._unmovable:
+                self._unmovable.add(name)
+                _log.warning("inbox: %r is not a file and could not be moved aside (%s); it is"
+                             " skipped", name, type(exc).__name__)
+            return
+        with suppress(OSError):  # kept (and expired by retention) from now, not from its mtime
+            os.utime(target, follow_symlinks=False)
+        note = f"{NOT_A_FILE}: inbox entry {name!r} is not a file; moved aside unread"
+        files.replace(target.with_name(target.name + REASON_SUFFIX), (note + "\n").encode())
+        _log.warning("inbox: %r is not a file, so not a request: moved to rejected/%s",
+                     name, target.name)
 
     def waiting(self) -> int:
         return sum(1 for _ in self._waiting_files())
@@ -75,7 +105,8 @@ class LocalInbox(Inbox):
         every waiting file, so listing once per batch would multiply that by the batches."""
         with self._staging_lock():
             self._complete_half_staged()
-            oldest = heapq.nsmallest(max_items * max_batches, self._waiting_files())
+            oldest = heapq.nsmallest(max_items * max_batches,
+                                     self._waiting_files(set_aside=True))
             for start in range(0, len(oldest), max_items):
                 chosen = oldest[start:start + max_items]
                 age = now.timestamp() - chosen[0][0] / 1e9

@@ -3,14 +3,25 @@ the `events` materializations every delivery batch reports."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import json
+import os
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
 
-from notify_pipeline.assets import bounce_rates, daily_stats, events, services, sync_services
+from notify_pipeline.assets import (
+    bounce_rates,
+    daily_stats,
+    event_retention,
+    events,
+    service_configuration,
+    services,
+    sync_services,
+)
 from notify_pipeline.assets.events import events_metadata
 from notify_pipeline.cli import process_once
+from notify_pipeline.inbox.local import LocalInbox
 from notify_pipeline.profiles import resources_for
 from notify_pipeline.sensors.services import services_sensor
 from notify_pipeline.warehouse.duckdb import DuckDBWarehouse
@@ -115,3 +126,56 @@ def test_events_metadata_fills_absent_counts_with_zero():
     meta = events_metadata({"events": 4})
     assert meta["events"].value == 4 and meta["delivered"].value == 0
     assert meta["rejected"].value == 0
+
+
+def test_event_retention_expires_the_inbox_copies_with_the_events(local):
+    """lookup-notices keeps 400 days (the registry's default, also the default for copies of
+    no registered service): old copies go, young ones and another service's stay."""
+    box = LocalInbox(local.settings.home)
+    aged = {}
+    for name, service, days in [("old.json", "lookup-notices", 401),
+                                ("young.json", "lookup-notices", 399),
+                                ("other.json", "hr-reminders", 9000),
+                                ("nobody.json", "no-such-service", 401)]:
+        body = json.dumps({"service": service, "identity_token": "t"}).encode()
+        box.quarantine("20250101T000000-0123456789ab", name, body, "malformed: test")
+        path = box.rejected_dir / f"20250101T000000-0123456789ab--{name}"
+        stamp = (datetime.now(UTC) - timedelta(days=days)).timestamp()
+        os.utime(path, (stamp, stamp))
+        aged[name] = path
+    with dg.instance_for_test() as instance:
+        sync_services(instance, ["lookup-notices"])
+        result = dg.materialize([events, event_retention], instance=instance,
+                                partition_key="lookup-notices",
+                                resources=resources_for(local.settings))
+        again = dg.materialize([events, event_retention], instance=instance,
+                               partition_key="lookup-notices",
+                               resources=resources_for(local.settings))
+    meta = result.asset_materializations_for_node("event_retention")[0].metadata
+    counts = {k: v.value for k, v in meta.items() if k.startswith("inbox_")}
+    assert counts == {"inbox_removed": 1, "inbox_removed_done": 0, "inbox_removed_rejected": 2,
+                      "inbox_removed_unattributed": 1, "inbox_examined": 3, "inbox_failed": 0}
+    assert sorted(p.name.split("--")[1] for p in box.rejected_dir.glob("*--*.json")) == [
+        "other.json", "young.json"]
+    second = again.asset_materializations_for_node("event_retention")[0].metadata
+    assert second["inbox_removed_rejected"].value == 0
+
+
+def test_service_configuration_is_a_table_planned_for_the_technical_principals(local):
+    with dg.instance_for_test() as instance:
+        sync_services(instance, ["hr-reminders"])
+        result = dg.materialize([service_configuration], instance=instance,
+                                partition_key="hr-reminders",
+                                resources=resources_for(local.settings))
+    meta = result.asset_materializations_for_node("service_configuration")[0].metadata
+    assert meta["dagster/table_name"].value == "notify_events.config_hr_reminders"
+    assert meta["access_plan"].value == [
+        {"principal": "group:hr-systems@example.cam.ac.uk", "role": "roles/bigquery.dataViewer",
+         "resource": "notify_events.config_hr_reminders"}], "technical principals, nobody else"
+    assert meta["access_applied"].value is False, "locally the plan is only shown"
+    [check] = result.get_asset_check_evaluations()
+    assert check.check_name == "configuration_access" and check.passed
+    [(entry,)] = DuckDBWarehouse(local.settings.warehouse_path).query(
+        "SELECT configuration FROM notify_events.config_hr_reminders")
+    assert json.loads(entry)["technical_contacts"] == ["hr-systems@example.cam.ac.uk",
+                                                       "hr-oncall@example.org"]

@@ -14,6 +14,7 @@ from notify_pipeline.assets import (
     daily_stats,
     event_retention,
     events,
+    service_configuration,
     service_events,
     sheets_export,
     sync_services,
@@ -21,7 +22,13 @@ from notify_pipeline.assets import (
 from notify_pipeline.assets.resource import AnalyticsResource
 from notify_pipeline.bigquery_resource import EmulatorAwareBigQueryResource
 from notify_pipeline.events import BounceType, Event, EventType
-from notify_pipeline.resources import BigQueryWarehouseResource, RegistryResource
+from notify_pipeline.inbox.gcs_store import SERVICE
+from notify_pipeline.resources import (
+    BigQueryWarehouseResource,
+    DeploymentResource,
+    GcsInboxResource,
+    RegistryResource,
+)
 from notify_pipeline.warehouse.bigquery import BigQueryWarehouse
 from tests.helpers import REGISTRY
 
@@ -32,13 +39,18 @@ def _events(service, when, kind, n, bounce=None):
                   bounce_type=BounceType(bounce) if bounce else None) for i in range(n)]
 
 
-def test_tables_rates_exports_and_access_plan_on_bigquery(bigquery_emulator, tmp_path):
+def test_tables_rates_exports_and_access_plan_on_bigquery(bigquery_emulator, gcs_emulator,
+                                                         tmp_path):
     bq = EmulatorAwareBigQueryResource(project=bigquery_emulator.project,
                                        endpoint=bigquery_emulator.endpoint)
     dataset = f"g_{uuid.uuid4().hex[:12]}"
     client = bq.make_client()
     warehouse = BigQueryWarehouse(client, dataset=dataset, timeout_seconds=20, retry_seconds=20)
     now = datetime.now(UTC)
+    bucket = gcs_emulator.new_bucket()
+    young = bucket.blob("rejected/20261101T000000-0123456789ab/r.json")
+    young.metadata = {SERVICE: "hr-reminders"}
+    young.upload_from_string(b'{"service": "hr-reminders"}', timeout=30)
     warehouse.write_events(
         _events("hr-reminders", now - timedelta(days=1), "send", 120)
         + _events("hr-reminders", now - timedelta(days=1), "bounce", 13, "Permanent")
@@ -47,12 +59,16 @@ def test_tables_rates_exports_and_access_plan_on_bigquery(bigquery_emulator, tmp
     resources = {
         "warehouse": BigQueryWarehouseResource(bigquery=bq, dataset=dataset),
         "registry": RegistryResource(path=str(REGISTRY)),
+        "deployment": DeploymentResource(),
         "analytics": AnalyticsResource(home=str(tmp_path), apply_access=True),
+        "inbox": GcsInboxResource(project=gcs_emulator.project, bucket=bucket.name,
+                                  storage_emulator_host=gcs_emulator.endpoint),
     }
     with dg.instance_for_test() as instance:
         sync_services(instance, ["hr-reminders"])
         result = dg.materialize(
-            [events, service_events, daily_stats, bounce_rates, sheets_export, event_retention],
+            [events, service_events, daily_stats, bounce_rates, sheets_export, event_retention,
+             service_configuration],
             instance=instance, partition_key="hr-reminders", resources=resources)
     meta = {e.asset_key.to_user_string(): e.materialization.metadata
             for e in result.get_asset_materialization_events()}
@@ -67,6 +83,14 @@ def test_tables_rates_exports_and_access_plan_on_bigquery(bigquery_emulator, tmp
     assert meta["service_events"]["access_error"].value.startswith("unsupported:")
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert not checks["reporting_access"].passed
+    config = meta["service_configuration"]
+    assert config["access_plan"].value == [
+        {"principal": "group:hr-systems@example.cam.ac.uk", "role": "roles/bigquery.dataViewer",
+         "resource": f"{bigquery_emulator.project}.{dataset}.config_hr_reminders"}]
+    assert (config["access_applied"].value, config["changed"].value) == (False, True)
+    assert config["access_error"].value.startswith("unsupported:")
+    assert not checks["configuration_access"].passed
+    assert checks["configuration_access"].severity is dg.AssetCheckSeverity.WARN
     assert checks["reporting_access"].severity is dg.AssetCheckSeverity.WARN
     assert (checks["bounce_rate"].passed, checks["bounce_rate"].severity) == (
         False, dg.AssetCheckSeverity.ERROR)
@@ -76,6 +100,9 @@ def test_tables_rates_exports_and_access_plan_on_bigquery(bigquery_emulator, tmp
     assert meta["sheets_export"]["dagster/row_count"].value == 133
     assert meta["sheets_export"]["sheets"].value.startswith("not configured")
     assert meta["event_retention"]["deleted"].value == 4
+    assert (meta["event_retention"]["inbox_removed"].value,
+            meta["event_retention"]["inbox_examined"].value) == (0, 0), "kept just now"
+    assert [b.name for b in bucket.list_blobs(timeout=10)] == [young.name]
     store = BigQueryAnalytics(warehouse, client, timeout_seconds=20, retry_seconds=20)
     assert store.query(f"SELECT service, sum(sent), sum(bounced_permanent) FROM"
                        f" {store.dialect.table('daily_stats')} GROUP BY service") == [

@@ -19,7 +19,8 @@ from google.cloud import storage
 from notify_pipeline.errors import ConfigError
 from notify_pipeline.inbox.base import Inbox
 from notify_pipeline.inbox.gcs import GcsInbox
-from notify_pipeline.inbox.gcs_store import REASON, CallLimits, GcsBatchStore
+from notify_pipeline.inbox.gcs_store import REASON, SERVICE, CallLimits, GcsBatchStore
+from notify_pipeline.inbox.retention import KeptRetention
 from tests.conftest import LocalDeployment
 from tests.helpers import MAX_BYTES, Harness, make_harness
 
@@ -305,3 +306,73 @@ class TestEmulator:
         blob = upload(bucket, "rewritten", b"{}")
         bucket.blob(blob.name, generation=blob.generation + 1).delete(timeout=10)
         assert bucket.get_blob(blob.name, timeout=10) is None
+
+
+# retention of kept copies
+
+
+def passes(service_cutoff: datetime, default_cutoff: datetime) -> KeptRetention:
+    return KeptRetention(cutoffs={"lookup-notices": service_cutoff},
+                         default_cutoff=default_cutoff,
+                         registered=frozenset({"lookup-notices", "hr-reminders"}))
+
+
+def test_expire_kept_removes_done_and_rejected_copies_per_service(bucket, local, harness):
+    inbox = make_inbox(bucket)
+    upload(bucket, "ok.json", local.request(id="ok"))
+    upload(bucket, "bad-recipient.json", local.request(id="r", to=["x@example.org\r\nBcc: y"]))
+    upload(bucket, "other.json", local.request(id="h", service="hr-reminders"))
+    upload(bucket, "binary.bin", b"\xff\xfe not json")
+    batch = staged(inbox, 4)
+    harness.run(inbox, batch)
+    upload(bucket, "staged.json", local.request(id="s"))
+    pending = staged(inbox, 1)
+    upload(bucket, "waiting.json", local.request(id="w"))
+    before = contents(bucket)
+    assert before[f"done/{batch}/ok.json"][1][SERVICE] == "lookup-notices"
+    assert before[f"rejected/{batch}/binary.bin"][1][SERVICE] == ""
+    past, future = now() - timedelta(days=1), now() + timedelta(minutes=1)
+
+    assert inbox.expire_kept(passes(past, past)).removed == 0, "nothing is that old yet"
+    expired = inbox.expire_kept(passes(future, past))
+
+    assert dict(expired.by_kind) == {"done": 1, "rejected": 1}
+    assert (dict(expired.by_service), expired.unattributed) == ({"lookup-notices": 2}, 0)
+    left = set(contents(bucket))
+    assert f"done/{batch}/ok.json" not in left
+    assert f"rejected/{batch}/bad-recipient.json" not in left
+    assert {f"rejected/{batch}/other.json", f"rejected/{batch}/binary.bin"} <= left
+    unknown = inbox.expire_kept(passes(future, future))
+    assert (unknown.removed, unknown.unattributed) == (1, 1), "unattributed: the default"
+    assert inbox.expire_kept(passes(future, future)).removed == 0, "a second pass: nothing"
+    assert f"rejected/{batch}/other.json" in contents(bucket), "hr-reminders' own pass keeps it"
+    assert inbox.waiting() == 1 and inbox.batches() == [pending]
+    assert [item.key for item in inbox.read(pending)] == ["staged.json"]
+
+
+def test_a_copy_kept_without_its_service_recorded_is_read_for_it(bucket):
+    inbox = make_inbox(bucket)
+    batch = "20261101T000000-0123456789ab"
+    bucket.blob(f"done/{batch}/a.json").upload_from_string(
+        json.dumps({"service": "lookup-notices", "id": "a"}), timeout=30)
+    bucket.blob(f"done/{batch}/b.json").upload_from_string(
+        json.dumps({"service": "hr-reminders", "id": "b"}), timeout=30)
+    future = now() + timedelta(minutes=1)
+
+    expired = inbox.expire_kept(passes(future, now() - timedelta(days=1)))
+
+    assert (dict(expired.by_service), expired.examined) == ({"lookup-notices": 1}, 2)
+    assert list(contents(bucket)) == [f"done/{batch}/b.json"]
+
+
+def test_expire_kept_lists_only_batches_old_enough(bucket):
+    """Batch ids start with their time: a batch newer than every cutoff is not even listed."""
+    inbox = make_inbox(bucket)
+    for batch in ("20260101T000000-aaaaaaaaaaaa", "20991231T000000-bbbbbbbbbbbb"):
+        bucket.blob(f"rejected/{batch}/x.json").upload_from_string(
+            json.dumps({"service": "lookup-notices"}), timeout=30)
+    cutoff = datetime(2026, 6, 1, tzinfo=UTC)
+
+    listed = [b.name for b in inbox.store._kept_before("rejected", now() + timedelta(minutes=1))]
+    assert listed == ["rejected/20260101T000000-aaaaaaaaaaaa/x.json"]
+    assert inbox.expire_kept(passes(cutoff, cutoff)).examined == 0, "kept after the cutoff"

@@ -247,7 +247,7 @@ def test_hostile_requests_are_rejected_and_never_stop_the_batch(local, sink, cap
         local.enqueue(body.encode())
     for n in range(5):
         local.enqueue(local.request(id=f"valid-{n}"))
-    (local.home / "inbox" / "folder.json").mkdir()  # not a file: skipped and reported
+    (local.home / "inbox" / "folder.json").mkdir()  # not a file: set aside and reported
     caplog.set_level("WARNING", logger="notify_pipeline.inbox.local")
 
     summary = process_once(local.settings)
@@ -262,7 +262,9 @@ def test_hostile_requests_are_rejected_and_never_stop_the_batch(local, sink, cap
         request_id = json.loads(body)["id"] if reason != "malformed" else None
         if request_id:
             assert by_id[request_id] == reason, request_id
-    assert len(list((local.home / "rejected").glob("*.json"))) == len(cases)
-    assert (local.home / "inbox" / "folder.json").is_dir(), "left where it is"
+    kept = list((local.home / "rejected").glob("*.json"))
+    assert len([p for p in kept if p.is_file()]) == len(cases)
+    assert [p.name.split("--")[1] for p in kept if p.is_dir()] == ["folder.json"], "set aside"
+    assert not (local.home / "inbox" / "folder.json").exists()
     assert "folder.json" in caplog.text and "not a file" in caplog.text
     assert process_once(local.settings)["requests"] == 0, "and it never becomes a request"

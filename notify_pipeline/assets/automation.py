@@ -7,9 +7,10 @@ import dagster as dg
 from notify_pipeline.assets.partitions import services
 
 tables_job = dg.define_asset_job(
-    "analytics_tables", selection=["service_events", "daily_stats", "sheets_export"],
+    "analytics_tables", selection=["service_events", "daily_stats", "sheets_export",
+                                   "service_configuration"],
     tags={"notify/kind": "analytics"},
-    description="Refresh one service's event table, daily stats and export.")
+    description="Refresh one service's event table, daily stats, export and configuration.")
 rates_job = dg.define_asset_job(
     "analytics_rates", selection=["daily_stats", "bounce_rates", "bounce_rate_alerts",
                                   "event_retention"],

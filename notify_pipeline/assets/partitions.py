@@ -5,7 +5,21 @@ from collections.abc import Iterable
 
 import dagster as dg
 
+from notify_pipeline.errors import ConfigError
+from notify_pipeline.registry import Service
+from notify_pipeline.resources import RegistryResource
+
+GROUP = "analytics"
 services = dg.DynamicPartitionsDefinition(name="services")
+
+
+def registered(registry: RegistryResource, service_id: str) -> Service:
+    """The partition's service; a partition the registry no longer has is a clear error."""
+    service = registry.load().get(service_id)
+    if service is None:
+        raise ConfigError("services", f"{service_id!r} is a partition but not a registered"
+                          " service; the services sensor removes it on its next tick")
+    return service
 
 
 def partition_changes(current: Iterable[str], registered: Iterable[str]

@@ -1,47 +1,19 @@
-"""The per-service tables: `service_events`, `daily_stats` and `event_retention`."""
+"""The per-service tables: `service_events` and `daily_stats` (after `event_retention`)."""
 
 
 from collections.abc import Iterator
-from datetime import timedelta
 from typing import Any
 
 import dagster as dg
 
 from notify_pipeline.analytics.access import AccessNotApplied, access_plan
 from notify_pipeline.assets.events import EVENTS
-from notify_pipeline.assets.partitions import services
+from notify_pipeline.assets.partitions import GROUP, registered, services
 from notify_pipeline.assets.resource import AnalyticsResource, analytics_store
-from notify_pipeline.errors import ConfigError
-from notify_pipeline.events import utcnow
-from notify_pipeline.registry import Service
+from notify_pipeline.assets.retention import event_retention
 from notify_pipeline.resources import RegistryResource, WarehouseResource
 
-GROUP = "analytics"
-
-
-def registered(registry: RegistryResource, service_id: str) -> Service:
-    """The partition's service; a partition the registry no longer has is a clear error."""
-    service = registry.load().get(service_id)
-    if service is None:
-        raise ConfigError("services", f"{service_id!r} is a partition but not a registered"
-                          " service; the services sensor removes it on its next tick")
-    return service
-
-
-@dg.asset(partitions_def=services, deps=[EVENTS], group_name=GROUP, kinds={"table"})
-def event_retention(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
-                    registry: RegistryResource) -> dg.MaterializeResult:  # type: ignore[type-arg]
-    """Deletes the service's events that occurred more than its `retention_days` (default 400)
-    ago, before the tables downstream are refreshed (so they agree with what is kept). In
-    BigQuery the delete names only old `occurred_at` partitions."""
-    service = registered(registry, context.partition_key)
-    cutoff = utcnow() - timedelta(days=service.retention_days)
-    deleted = analytics_store(warehouse).delete_expired(service.id, cutoff)
-    return dg.MaterializeResult(metadata={
-        "deleted": dg.MetadataValue.int(deleted),
-        "retention_days": dg.MetadataValue.int(service.retention_days),
-        "cutoff": dg.MetadataValue.timestamp(cutoff),
-    })
+__all__ = ["GROUP", "daily_stats", "event_retention", "registered", "service_events"]
 
 
 @dg.asset(partitions_def=services, deps=[EVENTS, event_retention], group_name=GROUP,

@@ -13,6 +13,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from notify_pipeline.inbox.retention import ExpiredCopies, KeptRetention
+
 
 @dataclass(frozen=True)
 class InboxItem:
@@ -68,6 +70,12 @@ class Inbox(ABC):
     @abstractmethod
     def quarantine(self, batch_id: str, key: str, body: bytes, note: str) -> None:
         """Keep a rejected request (secrets removed) beside the reason, for operators."""
+
+    @abstractmethod
+    def expire_kept(self, retention: KeptRetention) -> ExpiredCopies:
+        """Remove the kept copies (`quarantine`d and finished requests) that `retention` says
+        have expired; waiting and staged requests are never touched. Idempotent: a second pass
+        with the same cutoffs removes nothing."""
 
     @abstractmethod
     def waiting(self) -> int:

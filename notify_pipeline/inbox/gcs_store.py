@@ -11,7 +11,9 @@ Layout under `root` in the bucket:
   (a copy's own `timeCreated` is the copy's, not the request's).
 - `done/<batch id>/<key>` and `rejected/<batch id>/<key>`: finished and quarantined items with
   their identity token redacted (tokens are secrets and must not outlive processing); a
-  quarantined item carries its reject reason in metadata.
+  quarantined item carries its reject reason in metadata, and each the service it names (empty
+  when none), so retention (`expire_kept`) need not read it. Batch ids start with their time,
+  so a retention pass lists only the batches old enough to hold an expired copy.
 
 Every write here is idempotent (a deterministic name, the same bytes), so uploads and copies are
 retried although they carry no generation precondition: the emulators ignore preconditions, and
@@ -27,7 +29,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.api_core.exceptions import NotFound
@@ -37,10 +39,13 @@ from google.cloud.storage.retry import DEFAULT_RETRY
 
 from notify_pipeline.defaults import MAX_REQUEST_BYTES
 from notify_pipeline.inbox.base import Inbox, InboxItem
+from notify_pipeline.inbox.retention import ExpiredCopies, KeptRetention, service_of
 from notify_pipeline.request import redact_token
 
 RECEIVED_AT = "notify-received-at"
 REASON = "notify-reject-reason"
+SERVICE = "notify-service"
+KEPT = ("done", "rejected")
 MAX_REASON_CHARS = 1024  # custom metadata is capped at 8 KiB per object
 MAX_REWRITE_CALLS = 32  # a same-bucket rewrite finishes in one call; cross-class ones may not
 JSON = "application/json"
@@ -196,7 +201,7 @@ class GcsBatchStore:
 
     def quarantine(self, batch_id: str, key: str, body: bytes, note: str) -> None:
         """Keep a rejected item, token redacted, with its reason; then drop it from the batch."""
-        meta = {REASON: note[:MAX_REASON_CHARS]}
+        meta = {REASON: note[:MAX_REASON_CHARS], SERVICE: service_of(body) or ""}
         self._upload(self._prefix(f"rejected/{batch_id}/{key}"), redact_token(body), meta)
         self.delete(self.bucket.blob(self._item(batch_id, key)))
 
@@ -204,9 +209,46 @@ class GcsBatchStore:
         body = self._download(blob)
         if body is None:
             return
-        meta = {RECEIVED_AT: received_at(blob).isoformat()}
+        meta = {RECEIVED_AT: received_at(blob).isoformat(), SERVICE: service_of(body) or ""}
         self._upload(self._prefix(f"done/{batch_id}/{key}"), redact_token(body), meta)
         self.delete(blob)
+
+    # retention
+
+    def expire_kept(self, retention: KeptRetention) -> ExpiredCopies:
+        """Delete expired `done/` and `rejected/` copies, aged by their `timeCreated` (when they
+        were kept). Each is deleted at its listed generation."""
+        tally = ExpiredCopies()
+        latest = retention.latest_cutoff
+        for kind in KEPT:
+            for blob in self._kept_before(kind, latest):
+                tally.examined += 1
+                service = self._kept_service(blob)
+                cutoff = retention.cutoff_for(service)
+                if cutoff is None or blob.time_created >= cutoff:
+                    continue
+                self.delete(blob)
+                tally.count(kind, retention.attributed(service))
+        return tally
+
+    def _kept_before(self, kind: str, cutoff: datetime) -> Iterator[storage.Blob]:
+        """Copies under `kind/` kept before `cutoff`, every page. A batch's id starts with its
+        oldest item's receive time, which no copy of it predates, so the listing ends at the
+        first batch id after the cutoff's second."""
+        prefix = self._prefix(f"{kind}/")
+        end = prefix + f"{cutoff.astimezone(UTC) + timedelta(seconds=1):%Y%m%dT%H%M%S}"
+        listing: Iterator[storage.Blob] = self.bucket.client.list_blobs(
+            self.bucket, prefix=prefix, end_offset=end, **self.limits.kwargs())
+        return (blob for blob in listing if blob.time_created < cutoff)
+
+    def _kept_service(self, blob: storage.Blob) -> str | None:
+        """The service a kept copy names: from its metadata, or (a copy kept before that was
+        recorded) from its body."""
+        meta = blob.metadata or {}
+        if SERVICE in meta:
+            return meta[SERVICE] or None
+        body = self._download(blob)
+        return service_of(body) if body is not None else None
 
     # plumbing
 
@@ -276,3 +318,6 @@ class GcsStagedInbox(Inbox):
 
     def quarantine(self, batch_id: str, key: str, body: bytes, note: str) -> None:
         self.store.quarantine(batch_id, key, body, note)
+
+    def expire_kept(self, retention: KeptRetention) -> ExpiredCopies:
+        return self.store.expire_kept(retention)

@@ -14,6 +14,8 @@ import hashlib
 import heapq
 import logging
 import os
+import shutil
+import uuid
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
@@ -21,9 +23,12 @@ from pathlib import Path
 
 from notify_pipeline import files
 from notify_pipeline.inbox.base import Inbox, InboxItem
+from notify_pipeline.inbox.retention import ExpiredCopies, KeptRetention, service_of
 from notify_pipeline.request import redact_token
 
 STAGING_PREFIX = ".staging-"
+REASON_SUFFIX = ".reason"
+NOT_A_FILE = "not_a_file"  # the reason code of an inbox entry set aside unread
 _log = logging.getLogger(__name__)
 
 
@@ -32,12 +37,15 @@ class LocalInbox(Inbox):
         self.inbox_dir = home / "inbox"
         self.batch_dir = home / "batches"
         self.rejected_dir = home / "rejected"
+        self._unmovable: set[str] = set()  # non-files reported as unmovable, reported once
 
-    def _waiting_files(self) -> Iterator[tuple[int, str]]:
+    def _waiting_files(self, *, set_aside: bool = False) -> Iterator[tuple[int, str]]:
         """(mtime in ns, name) of every waiting request, in directory order.
 
         A generator, so a backlog of any size costs no memory here: `stage` keeps only the
-        oldest `max_items` of it.
+        oldest `max_items` of it. An entry named like a request that is not a file (a
+        directory, say) is never a request: with `set_aside` (the caller holds the staging
+        lock) it is moved to `rejected/`, reported once; otherwise it is passed over quietly.
         """
         try:
             with os.scandir(self.inbox_dir) as entries:
@@ -46,13 +54,38 @@ class LocalInbox(Inbox):
                         continue
                     try:
                         if not entry.is_file():
-                            _log.warning("inbox: skipped %r, which is not a file", entry.name)
+                            if set_aside:
+                                self._set_aside_non_file(entry.name)
                             continue
                         yield entry.stat().st_mtime_ns, entry.name
                     except FileNotFoundError:
                         continue
         except FileNotFoundError:
             return
+
+    def _set_aside_non_file(self, name: str) -> None:
+        """Move a non-file out of the inbox, contents untouched, beside a note saying why, so
+        it is reported once and never listed again. Named like a batch's kept copy (a time,
+        then a unique tail), so two such entries of the same name never collide."""
+        stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}"
+        target = self.rejected_dir / f"{stamp}--{name}"
+        self.rejected_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            (self.inbox_dir / name).rename(target)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            if name not in self._unmovable:
+                self._unmovable.add(name)
+                _log.warning("inbox: %r is not a file and could not be moved aside (%s); it is"
+                             " skipped", name, type(exc).__name__)
+            return
+        with suppress(OSError):  # kept (and expired by retention) from now, not from its mtime
+            os.utime(target, follow_symlinks=False)
+        note = f"{NOT_A_FILE}: inbox entry {name!r} is not a file; moved aside unread"
+        files.replace(target.with_name(target.name + REASON_SUFFIX), (note + "\n").encode())
+        _log.warning("inbox: %r is not a file, so not a request: moved to rejected/%s",
+                     name, target.name)
 
     def waiting(self) -> int:
         return sum(1 for _ in self._waiting_files())
@@ -72,7 +105,8 @@ class LocalInbox(Inbox):
         every waiting file, so listing once per batch would multiply that by the batches."""
         with self._staging_lock():
             self._complete_half_staged()
-            oldest = heapq.nsmallest(max_items * max_batches, self._waiting_files())
+            oldest = heapq.nsmallest(max_items * max_batches,
+                                     self._waiting_files(set_aside=True))
             for start in range(0, len(oldest), max_items):
                 chosen = oldest[start:start + max_items]
                 age = now.timestamp() - chosen[0][0] / 1e9
@@ -154,11 +188,75 @@ class LocalInbox(Inbox):
     def quarantine(self, batch_id: str, key: str, body: bytes, note: str) -> None:
         """Keep a rejected request beside a note, with its identity token removed."""
         target = files.replace(self.rejected_dir / f"{batch_id}--{key}", redact_token(body))
-        (target.with_name(target.name + ".reason")).write_text(note + "\n")
+        (target.with_name(target.name + REASON_SUFFIX)).write_text(note + "\n")
+
+    def expire_kept(self, retention: KeptRetention) -> ExpiredCopies:
+        """Remove expired copies in `rejected/` (each with its `.reason`), aged by mtime.
+
+        Nothing else is kept here: finished requests are deleted. Only copies older than the
+        latest cutoff are read (to learn their service), so a pass costs a listing and stats.
+        """
+        tally = ExpiredCopies()
+        for path, kept_at in self._kept_before(retention.latest_cutoff):
+            tally.examined += 1
+            service = _kept_service(path)
+            cutoff = retention.cutoff_for(service)
+            if cutoff is None or kept_at >= cutoff.timestamp():
+                continue
+            if _remove_kept(path):
+                tally.count("rejected", retention.attributed(service))
+            else:
+                tally.failed += 1
+        return tally
+
+    def _kept_before(self, cutoff: datetime) -> list[tuple[Path, float]]:
+        """(path, mtime) of kept copies last modified before `cutoff`, listed before any is
+        removed. A `.reason` whose copy is gone stands for that copy."""
+        found: list[tuple[Path, float]] = []
+        try:
+            with os.scandir(self.rejected_dir) as entries:
+                for entry in entries:
+                    path = Path(entry.path)
+                    if entry.name.startswith(".") or (  # a write in progress
+                            entry.name.endswith(REASON_SUFFIX)
+                            and path.with_name(entry.name.removesuffix(REASON_SUFFIX)).exists()):
+                        continue
+                    with suppress(FileNotFoundError):
+                        kept_at = entry.stat(follow_symlinks=False).st_mtime
+                        if kept_at < cutoff.timestamp():
+                            found.append((path, kept_at))
+        except FileNotFoundError:
+            pass
+        return found
 
     def write_request(self, body: bytes, name: str) -> Path:
         """Drop one request into the inbox atomically (write elsewhere, then rename)."""
         return files.replace(self.inbox_dir / name, body, mode=files.SHARED)
+
+
+def _kept_service(path: Path) -> str | None:
+    """The service a kept copy names; None for a directory, an unreadable file or a note."""
+    if path.name.endswith(REASON_SUFFIX) or path.is_symlink() or not path.is_file():
+        return None
+    try:
+        return service_of(path.read_bytes())
+    except OSError:
+        return None
+
+
+def _remove_kept(path: Path) -> bool:
+    """Its note first, then the copy: a crash in between leaves a copy a later pass removes.
+    False (reported, left for the next pass) when the file system refuses."""
+    try:
+        path.with_name(path.name + REASON_SUFFIX).unlink(missing_ok=True)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    except OSError as exc:
+        _log.warning("rejected/: could not remove expired %r: %s", path.name, type(exc).__name__)
+        return False
+    return True
 
 
 def _batch_id(files: Sequence[tuple[int, str]]) -> str:

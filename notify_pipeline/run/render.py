@@ -1,5 +1,6 @@
 """Rendering and signing, ahead of the hand-offs: in the run's process for small batches, in a
-pool of worker processes (CPU-bound: MIME folding, DKIM) for larger ones."""
+pool of worker processes (CPU-bound: MIME folding, DKIM) for larger ones, at most a window of
+messages ahead of the hand-offs so a batch's memory does not grow with its size."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ import select
 import threading
 import time
 import traceback
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol, cast
+from typing import Protocol
 
 from notify_pipeline import mime
 from notify_pipeline.message import Envelope
@@ -24,6 +26,10 @@ from notify_pipeline.run.summary import Counts
 # Below this many messages a batch is rendered in the run's own process, one message just before
 # its hand-off: starting workers (a fork each, then a ~40 ms DKIM key parse each) would cost more.
 POOL_MIN_MESSAGES = 32
+# At most this many messages are given to the workers and not yet taken by the hand-offs: enough to
+# keep every worker busy while the hand-offs catch up, few enough that a batch's rendered bytes,
+# pickled tasks and futures stay a small, fixed amount whatever the batch size (back-pressure).
+RENDER_WINDOW = 256
 
 
 class Signer(Protocol):
@@ -69,6 +75,11 @@ def render_task(task: RenderTask) -> Rendered:
                     sign_seconds=time.perf_counter() - rendered)
 
 
+def render_tasks(tasks: Sequence[RenderTask]) -> list[Rendered]:
+    """Render and sign a chunk of messages (one call to a worker)."""
+    return [render_task(task) for task in tasks]
+
+
 def cpus() -> int:
     """The CPUs this process may use (Linux affinity), else the machine's count."""
     if hasattr(os, "sched_getaffinity"):
@@ -83,6 +94,7 @@ class Renderer:
     signer_for: Callable[[str], Signer]
     clock: Callable[[], datetime]
     processes: int
+    window: int = RENDER_WINDOW
 
     def prestart(self, messages: int) -> None:
         """Start the workers while the batch is still being decided, if it will need them."""
@@ -102,8 +114,8 @@ class Renderer:
                 counts, waited=False,
             )
             return
-        chunk = max(1, min(16, len(work) // (4 * self.processes)))
-        with RenderPool.map(self.processes, work, chunk) as results:
+        chunk = max(1, min(16, len(work) // (4 * self.processes), self.window))
+        with RenderPool.map(self.processes, work, chunk, self.window) as results:
             yield _with_stage_times(
                 (task if isinstance(task, Rendered) else next(results) for task in tasks),
                 counts, waited=True,
@@ -138,19 +150,18 @@ class RenderPool:
     @classmethod
     @contextmanager
     def map(
-        cls, processes: int, work: Sequence[RenderTask], chunk: int
+        cls, processes: int, work: Sequence[RenderTask], chunk: int, window: int
     ) -> Iterator[Iterator[Rendered]]:
-        """Results in order; whatever is still queued is cancelled when the block ends."""
-        # `Executor.map` returns a generator; closing it cancels the futures not yet started.
-        results = cast(Generator[Rendered, None, None], cls._get(processes).map(
-            render_task, work, chunksize=chunk))
+        """Results in order, with at most `window` messages given to the workers and not yet
+        taken from the iterator; whatever is still queued is cancelled when the block ends."""
+        ahead = _Window(cls._get(processes), work, chunk, window)
         try:
-            yield results
+            yield ahead.results()
         except BrokenProcessPool:
             cls._discard()  # a worker died: the next batch gets a fresh pool
             raise
         finally:
-            results.close()  # e.g. the provider went away and the rest is handed back
+            ahead.cancel()  # e.g. the provider went away and the rest is handed back
 
     @classmethod
     def _get(cls, processes: int) -> ProcessPoolExecutor:
@@ -172,6 +183,37 @@ class RenderPool:
             pool, cls._pool, cls._key = cls._pool, None, None
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
+
+
+class _Window:
+    """Chunks of a batch submitted to the pool as the caller takes results: back-pressure that
+    keeps at most `window` messages (whole chunks; `chunk` <= `window`) submitted and not yet
+    taken."""
+
+    def __init__(self, pool: ProcessPoolExecutor, work: Sequence[RenderTask], chunk: int,
+                 window: int) -> None:
+        self._pool = pool
+        self._chunks = (work[i:i + chunk] for i in range(0, len(work), chunk))
+        self._depth = max(1, window // chunk)
+        self._futures: deque[Future[list[Rendered]]] = deque()
+
+    def results(self) -> Iterator[Rendered]:
+        self._top_up()
+        while self._futures:
+            yield from self._futures.popleft().result()
+            self._top_up()  # the chunk has been taken: the next one may start
+
+    def _top_up(self) -> None:
+        while len(self._futures) < self._depth:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return
+            self._futures.append(self._pool.submit(render_tasks, chunk))
+
+    def cancel(self) -> None:
+        """Cancel what no worker has started; what is running ends on its own."""
+        while self._futures:
+            self._futures.popleft().cancel()
 
 
 def _with_stage_times(

@@ -21,6 +21,7 @@ from notify_pipeline.cli.commands import (
 from notify_pipeline.cli.domains import cmd_domains_verify
 from notify_pipeline.cli.operations import cmd_retry, cmd_suppression_list, cmd_suppression_remove
 from notify_pipeline.cli.process import cmd_analytics, cmd_process
+from notify_pipeline.cli.registry_diff import cmd_registry_diff
 from notify_pipeline.cli.submission import cmd_smtp_credentials, cmd_smtp_server
 from notify_pipeline.configuration import load_settings
 from notify_pipeline.errors import ConfigErrors, NotifyError
@@ -83,6 +84,14 @@ def _parser() -> argparse.ArgumentParser:
     schema = command("schema", "print the registry JSON schema (or --write it)", reg)
     schema.add_argument("--write", type=Path, metavar="PATH", help="write the schema to PATH")
     schema.set_defaults(handler=cmd_registry_schema)
+    diff = command("diff", "what a registry change grants: exit 0 when nothing needs attention,"
+                   " 1 when something does", reg)
+    diff.add_argument("registries", nargs="*", type=Path, metavar="DIR",
+                      help="OLD NEW registry folders; with --git, only NEW (default:"
+                      " $NOTIFY_REGISTRY)")
+    diff.add_argument("--git", metavar="REV", help="compare NEW with itself at git revision REV")
+    diff.add_argument("--json", action="store_true", help="print JSON instead of text")
+    diff.set_defaults(handler=cmd_registry_diff)
 
     token = command("token", "local profile: print a signed ID token")
     token.add_argument("--service-account", required=True, metavar="EMAIL",

@@ -21,6 +21,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import SettingsError
 
 from notify_pipeline.errors import ConfigError, ConfigErrors
+from notify_pipeline.keys import key_source_problems
 from notify_pipeline.settings import InboxKind, Profile, Settings, TransportKind
 
 ENV_PREFIX = "NOTIFY_"
@@ -41,6 +42,8 @@ def check_settings(settings: Settings) -> list[ConfigError]:
     if not settings.registry.is_dir():
         problems.append(ConfigError("NOTIFY_REGISTRY", f"{settings.registry} is not a folder;"
                                     " allowed: the folder holding the services' .yaml files"))
+    problems += key_source_problems(settings.dkim_key_source, settings.dkim_selectors,
+                                    settings.dkim_selector)
     if settings.profile is Profile.GCP:
         problems += _gcp_problems(settings)
     return problems

@@ -7,6 +7,7 @@ process per step would cost more than the steps themselves.
 
 
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -78,7 +79,8 @@ def build_pipeline(
     """The one way a run builds its pipeline, so both delivery jobs behave the same."""
     return Pipeline(
         registry=registry.load(),
-        domains=deployment.domains,
+        domains=replace(deployment.domains,
+                        custom=signing.domain_check(via_ses=deployment.via_ses)),
         verifier=identity.verifier(),
         ledger=book,
         signer_for=signing.signer_for,

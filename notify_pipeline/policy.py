@@ -1,9 +1,9 @@
 """A service's policy: who may send, from which address, to whom, with which headers.
 
 Checks run in a fixed order so that a request breaking several rules always gets the same reason:
-unknown service, identity, authorisation, header safety, Reply-To, allow list. Suppression is
-per recipient and handled by `split_suppressed`, because it removes recipients rather than
-refusing the whole request.
+unknown service, identity, authorisation, header safety, Reply-To, allow list, From domain.
+Suppression is per recipient and handled by `split_suppressed`, because it removes recipients
+rather than refusing the whole request.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from notify_pipeline.domain_verification import DomainVerification
 from notify_pipeline.errors import RejectReason, RequestRejected
 from notify_pipeline.message import Attachment, Envelope
 from notify_pipeline.registry import Registry, Service
@@ -31,12 +32,21 @@ class _Identity(Protocol):
     def email(self) -> str: ...
 
 
+class CustomDomainCheck(Protocol):
+    """Whether a custom domain's DNS records are published and match (`domain_verification`);
+    raises `DnsUnavailable` when DNS does not answer, so the batch is retried, not rejected."""
+
+    def verification(self, domain: str) -> DomainVerification: ...
+
+
 @dataclass(frozen=True)
 class Domains:
-    """The deployment's sending domains (from settings, never hard-coded)."""
+    """The deployment's sending domains (from settings, never hard-coded), and how services'
+    custom domains are verified (None: they are not checked)."""
 
     main: str
     testing: str
+    custom: CustomDomainCheck | None = None
 
 
 def authorise(
@@ -79,7 +89,7 @@ def build_envelope(request: SendRequest, service: Service, domains: Domains) -> 
             f"{len(refused)} recipient(s) not on the allow list of {service.id!r}: "
             + ", ".join(refused[:5]),
         )
-    domain = service.sending_domain(domains.main, domains.testing)
+    domain = _sending_domain(request, service, domains)
     try:
         from_address = service.from_address(domain=domain, tag=request.from_tag)
     except ValueError as exc:
@@ -102,6 +112,30 @@ def build_envelope(request: SendRequest, service: Service, domains: Domains) -> 
         ),
         tags=dict(request.tags),
     )
+
+
+def _sending_domain(request: SendRequest, service: Service, domains: Domains) -> str:
+    """The service's usual domain, or the custom domain the request names once the service lists
+    it and its records are verified (mail from an unverified domain would fail DMARC)."""
+    usual = service.sending_domain(domains.main, domains.testing)
+    wanted = request.from_domain
+    if wanted is None or wanted == usual:
+        return usual
+    if wanted not in service.advanced.custom_domains:
+        raise RequestRejected(
+            RejectReason.UNAUTHORISED,
+            f"service {service.id!r} may not send from {wanted}: it is not one of its"
+            " advanced.custom_domains",
+        )
+    if domains.custom is not None:
+        verification = domains.custom.verification(wanted)
+        if not verification.verified:
+            raise RequestRejected(
+                RejectReason.UNAUTHORISED,
+                f"custom domain {wanted} is not verified ({verification.problems()}): publish"
+                " the records `notify dns-records` lists, then check `notify domains verify`",
+            )
+    return wanted
 
 
 def split_suppressed(

@@ -16,6 +16,9 @@ from notify_pipeline.defaults import MAX_REQUEST_BYTES
 from notify_pipeline.errors import RejectReason, RequestRejected
 
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+FROM_DOMAIN_PATTERN = (
+    r"^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?$"
+)
 
 TagKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 TagValue = Annotated[str, Field(max_length=256)]
@@ -53,6 +56,8 @@ class SendRequest(BaseModel):
     service: str = Field(min_length=1, max_length=63)
     identity_token: str | None = Field(default=None, repr=False)  # absent: unauthenticated
     from_tag: str | None = None
+    # One of the service's `advanced.custom_domains` to send from; absent: its usual domain.
+    from_domain: str | None = Field(default=None, pattern=FROM_DOMAIN_PATTERN, max_length=253)
     to: tuple[str, ...] = ()
     cc: tuple[str, ...] = ()
     bcc: tuple[str, ...] = ()

@@ -27,12 +27,14 @@ from notify_pipeline.delivery.pool import TransportPool
 from notify_pipeline.delivery.ses import SesTransport
 from notify_pipeline.delivery.shared_rate import SharedSendRate
 from notify_pipeline.delivery.smtp import SmtpTransport
+from notify_pipeline.domain_verification import CachedDomainVerifier, DnsPythonLookup
 from notify_pipeline.identity import FileCertSource, HttpCertSource, TokenVerifier
 from notify_pipeline.inbox.base import Inbox
 from notify_pipeline.inbox.gcs import GcsInbox
 from notify_pipeline.inbox.gcs_store import GcsBatchStore, storage_client
 from notify_pipeline.inbox.local import LocalInbox
 from notify_pipeline.inbox.pubsub import PubSubInbox, subscriber_client
+from notify_pipeline.keys import DkimKeys, dkim_keys
 from notify_pipeline.ledger.base import Ledger
 from notify_pipeline.ledger.postgres import PostgresLedger
 from notify_pipeline.ledger.sqlite import SqliteLedger
@@ -43,7 +45,8 @@ from notify_pipeline.provider_events.sns import CertificateFetcher, SnsVerifier
 from notify_pipeline.provider_events.sqs import SqsClient, SqsEventSource, sqs_client
 from notify_pipeline.registry import Registry
 from notify_pipeline.registry_watch import RegistryWatch
-from notify_pipeline.signing import DkimKeyStore, DkimSigner
+from notify_pipeline.sending_domains import custom_domain_verifier
+from notify_pipeline.signing import DkimSigner
 from notify_pipeline.warehouse.base import Warehouse
 from notify_pipeline.warehouse.bigquery import BigQueryWarehouse
 from notify_pipeline.warehouse.duckdb import DuckDBWarehouse
@@ -168,16 +171,40 @@ class GoogleIdentityResource(IdentityResource):
 
 
 class SigningResource(dg.ConfigurableResource):  # type: ignore[type-arg]
-    """DKIM keys per sending domain, generated on first use in the local profile."""
+    """DKIM keys per sending domain, from `key_source` (`home`: generated on first use under
+    `keys_dir`; `files:<folder>` or `secret-manager:<project>`: read only), each domain signing
+    with its entry in `selectors` or else `selector`."""
 
     keys_dir: str
     selector: str
+    key_source: str = d.DKIM_KEY_SOURCE
+    selectors: dict[str, str] = {}
+    dns_nameservers: list[str] = []
+    domain_check_seconds: float = d.DOMAIN_CHECK_SECONDS
     _signers: dict[str, DkimSigner] = PrivateAttr(default_factory=dict)
+
+    def key_ring(self) -> DkimKeys:
+        """Built once per process, so a Secret Manager client is not made per run. (Not `keys`:
+        Dagster reads a resource with `dict(self)`, which a `keys` method would hijack.)"""
+        key = ("dkim-keys", self.key_source, self.keys_dir, self.selector,
+               tuple(sorted(self.selectors.items())))
+        return shared(key, lambda: dkim_keys(key_source=self.key_source,
+                                             keys_dir=Path(self.keys_dir),
+                                             selector=self.selector, selectors=self.selectors))
+
+    def domain_check(self, *, via_ses: bool) -> CachedDomainVerifier:
+        """Custom domains' DNS verification, its answers kept per process across runs."""
+        key = ("domain-check", self.key_source, self.keys_dir, self.selector,
+               tuple(sorted(self.selectors.items())), tuple(self.dns_nameservers),
+               self.domain_check_seconds, via_ses)
+        keys = self.key_ring()  # outside `shared`: its lock is not re-entrant
+        return shared(key, lambda: custom_domain_verifier(
+            keys, via_ses=via_ses, lookup=DnsPythonLookup(self.dns_nameservers),
+            ttl_seconds=self.domain_check_seconds))
 
     def signer_for(self, domain: str) -> DkimSigner:
         if domain not in self._signers:
-            store = DkimKeyStore(Path(self.keys_dir), self.selector)
-            self._signers[domain] = DkimSigner(store.key_for(domain))
+            self._signers[domain] = DkimSigner(self.key_ring().key_for(domain))
         return self._signers[domain]
 
 

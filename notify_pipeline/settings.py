@@ -40,6 +40,14 @@ class Settings(BaseSettings):
     domain: str = d.DOMAIN
     testing_domain: str = d.TESTING_DOMAIN
     dkim_selector: str = d.DKIM_SELECTOR
+    # Where DKIM keys come from: home | files:<folder> | secret-manager:<project> (see `keys`),
+    # and per-domain selectors overriding `dkim_selector`, as a JSON object.
+    dkim_key_source: str = d.DKIM_KEY_SOURCE
+    dkim_selectors: dict[str, str] = Field(default_factory=dict)
+    # Custom domains are verified in DNS before mail leaves from them: through these resolvers
+    # (`host` or `host:port`; none: the system's), the answer kept this many seconds.
+    dns_nameservers: tuple[str, ...] = ()
+    domain_check_seconds: float = Field(default=d.DOMAIN_CHECK_SECONDS, gt=0)
     audience: str = ""
     token_issuer: str = ""
     token_clock_skew_seconds: int = Field(default=d.TOKEN_CLOCK_SKEW_SECONDS, ge=0, le=300)

@@ -234,3 +234,13 @@ def _install_openssl_dispatch() -> None:
     dkim.parse_pem_private_key = _parse_pem_dispatch
     dkim.RSASSA_PKCS1_v1_5_sign = _rsa_sign_dispatch
 
+
+
+def valid_selector(selector: str) -> bool:
+    """Whether `selector` is one DNS label (it becomes part of a file name and the s= tag)."""
+    return bool(_SELECTOR.match(selector))
+
+
+# What the key sources (`keys`) share with the key store: the same domain and key checks.
+checked_domain = _checked_domain
+load_private_key = _load_private_key

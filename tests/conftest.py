@@ -22,6 +22,7 @@ from tests.helpers import PROD_ACCOUNT, REGISTRY, request_dict
 # Emulators for the gcp profile, each started once per test session (per xdist worker).
 pytest_plugins = [
     "tests.emulators.bigquery",
+    "tests.emulators.dns",
     "tests.emulators.gcs",
     "tests.emulators.moto",
     "tests.emulators.postgres",

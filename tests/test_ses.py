@@ -463,3 +463,41 @@ def test_limiter_holds_threads_together_to_the_rate() -> None:
         waits = list(threads.map(lambda _n: limiter.acquire(1), range(60)))
     assert time.monotonic() - start >= 0.45
     assert sum(1 for w in waits if w == 0) <= 11, "only the burst went through without waiting"
+
+
+def test_an_ses_bounce_maps_back_to_its_request_and_is_forwarded(peer) -> None:
+    """What bounce forwarding needs rides on the SES send itself: the tags SES copies into every
+    event of the message name the service and request, the event names the recipient."""
+    from datetime import timedelta
+
+    from notify_pipeline.analytics.alerts import forwarding_requests
+    from notify_pipeline.analytics.store import Bounce
+    from notify_pipeline.provider_events.ses import normalise
+    from notify_pipeline.registry import AdvancedOptions, load_registry
+    from notify_pipeline.request import parse_request
+    from tests.helpers import REGISTRY, ses_event
+
+    p = peer()
+    with transport(p.url, configuration_set="notify-main") as t:
+        result = t.send(message("gone@example.net", message_id="order.42:a_b"))
+    [request] = p.sends
+    record = ses_event("bounce", ses_id=result.provider_message_id,
+                       recipients=("gone@example.net",))
+    record["mail"]["tags"] = {tag["Name"]: [tag["Value"]] for tag in request["EmailTags"]}
+
+    [event] = normalise(record, suppress_for=timedelta(days=90)).events
+    assert (event.service, event.message_id, event.recipient, event.event_type) == (
+        "lookup-notices", "order.42:a_b", "gone@example.net", "bounce")
+    assert event.provider_message_id == result.provider_message_id
+    assert event.bounce_type == "Permanent"
+
+    service = load_registry(REGISTRY)["lookup-notices"].model_copy(
+        update={"advanced": AdvancedOptions(bounce_forwarding=("ops@example.org",))})
+    bounce = Bounce(event.event_id, event.message_id, event.recipient, event.occurred_at,
+                    event.bounce_subtype, event.reason, event.subject)
+    [forward] = forwarding_requests(service, [bounce])
+    assert forward["id"] == f"bounce-fwd-{event.event_id}"
+    assert forward["to"] == ["ops@example.org"] and forward["service"] == "notify-alerts"
+    assert "Message id: order.42:a_b" in forward["text"]
+    assert "Recipient: gone@example.net" in forward["text"]
+    parse_request(json.dumps({**forward, "identity_token": "t"}).encode())  # a valid request

@@ -89,7 +89,7 @@ def dns_records(deployment: DeploymentResource, registry: RegistryResource,
     `$NOTIFY_HOME/dns-records.json` (the same JSON as `notify dns-records`)."""
     records = deployment_dns_records(
         main=deployment.domain, testing=deployment.testing_domain, registry=registry.load(),
-        keys_dir=Path(signing.keys_dir), selector=signing.selector, via_ses=deployment.via_ses)
+        keys=signing.key_ring(), via_ses=deployment.via_ses)
     _write_atomically(analytics.dns_records_path, json.dumps(records, indent=2) + "\n")
     table = "\n".join(f"| {r['name']} | {r['type']} | `{r['value'][:80]}` |" for r in records)
     return dg.MaterializeResult(metadata={

@@ -62,10 +62,18 @@ def cmd_dns_records(args: argparse.Namespace, settings: Settings) -> int:
 
     records = deployment_dns_records(
         main=settings.domain, testing=settings.testing_domain,
-        registry=load_registry(settings.registry), keys_dir=settings.keys_dir,
-        selector=settings.dkim_selector, via_ses=settings.sends_via_ses)
+        registry=load_registry(settings.registry), keys=settings_keys(settings),
+        via_ses=settings.sends_via_ses)
     print(json.dumps(records, indent=2))
     return 0
+
+
+def settings_keys(settings: Settings) -> Any:
+    """The deployment's DKIM keys, from `NOTIFY_DKIM_*`."""
+    from notify_pipeline.keys import dkim_keys
+
+    return dkim_keys(key_source=settings.dkim_key_source, keys_dir=settings.keys_dir,
+                     selector=settings.dkim_selector, selectors=settings.dkim_selectors)
 
 
 def cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:
@@ -85,7 +93,7 @@ def cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:
     wire = build(
         args.service, to=args.to, cc=args.cc, bcc=args.bcc, reply_to=args.reply_to,
         subject=args.subject, text=args.text, html=args.html, idempotency_key=args.id,
-        from_tag=args.from_tag,
+        from_tag=args.from_tag, from_domain=args.from_domain,
     )
     where = session.send_wire(wire)
     local = inbox.startswith("file:")

@@ -18,6 +18,7 @@ from notify_pipeline.cli.commands import (
     cmd_token,
     cmd_up,
 )
+from notify_pipeline.cli.domains import cmd_domains_verify
 from notify_pipeline.cli.operations import (
     cmd_limits,
     cmd_retry,
@@ -25,6 +26,7 @@ from notify_pipeline.cli.operations import (
     cmd_suppression_remove,
 )
 from notify_pipeline.cli.process import cmd_analytics, cmd_process
+from notify_pipeline.cli.registry_diff import cmd_registry_diff
 from notify_pipeline.cli.submission import cmd_smtp_credentials, cmd_smtp_server
 from notify_pipeline.configuration import load_settings
 from notify_pipeline.errors import ConfigErrors, NotifyError
@@ -87,6 +89,14 @@ def _parser() -> argparse.ArgumentParser:
     schema = command("schema", "print the registry JSON schema (or --write it)", reg)
     schema.add_argument("--write", type=Path, metavar="PATH", help="write the schema to PATH")
     schema.set_defaults(handler=cmd_registry_schema)
+    diff = command("diff", "what a registry change grants: exit 0 when nothing needs attention,"
+                   " 1 when something does", reg)
+    diff.add_argument("registries", nargs="*", type=Path, metavar="DIR",
+                      help="OLD NEW registry folders; with --git, only NEW (default:"
+                      " $NOTIFY_REGISTRY)")
+    diff.add_argument("--git", metavar="REV", help="compare NEW with itself at git revision REV")
+    diff.add_argument("--json", action="store_true", help="print JSON instead of text")
+    diff.set_defaults(handler=cmd_registry_diff)
 
     token = command("token", "local profile: print a signed ID token")
     token.add_argument("--service-account", required=True, metavar="EMAIL",
@@ -98,6 +108,14 @@ def _parser() -> argparse.ArgumentParser:
 
     dns = command("dns-records", "SPF, DKIM and DMARC records to publish, as JSON")
     dns.set_defaults(handler=cmd_dns_records)
+
+    domains = command("domains", "services' custom sending domains").add_subparsers(
+        required=True, metavar="ACTION")
+    verify = command("verify", "check custom domains' DNS records; exit 0 when all are verified,"
+                     " 1 otherwise", domains)
+    verify.add_argument("domains", nargs="*", metavar="DOMAIN",
+                        help="custom domains to check (default: every service's)")
+    verify.set_defaults(handler=cmd_domains_verify)
 
     enqueue = command("enqueue", "put one send request on an inbox, through the client")
     enqueue.add_argument("--service", required=True, help="the registered service sending it")
@@ -116,6 +134,8 @@ def _parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--id", help="idempotency key (default: a random one)")
     enqueue.add_argument("--from-tag", metavar="TAG",
                          help="sender tag: mail comes from <local part>+TAG@<domain>")
+    enqueue.add_argument("--from-domain", metavar="DOMAIN",
+                         help="send from this one of the service's advanced.custom_domains")
     who = enqueue.add_mutually_exclusive_group()
     who.add_argument("--service-account", metavar="EMAIL", help="mint a token for this account"
                      " (local profile; default: the service's first registered account)")

@@ -51,6 +51,7 @@ def build(
     attachments: Iterable[Attachment] = (),
     idempotency_key: str | None = None,
     from_tag: str | None = None,
+    from_domain: str | None = None,
 ) -> dict[str, Any]:
     """The request as a wire-format dict without `identity_token`; raises `InvalidRequest`."""
     wire: dict[str, Any] = {
@@ -66,7 +67,9 @@ def build(
         "tags": dict(tags or {}),
         "attachments": _attachments(attachments),
     }
-    for name, value in (("text", text), ("html", html), ("from_tag", from_tag)):
+    optional = (("text", text), ("html", html), ("from_tag", from_tag),
+                ("from_domain", from_domain))
+    for name, value in optional:
         if value is not None:
             wire[name] = value
     encode(wire, TOKEN_PLACEHOLDER)
@@ -94,6 +97,7 @@ class Sender(ABC):
         attachments: Iterable[Attachment] = (),
         idempotency_key: str | None = None,
         from_tag: str | None = None,
+        from_domain: str | None = None,
     ) -> str:
         """Send one request and return its id (`idempotency_key`, else a random one).
 
@@ -105,7 +109,7 @@ class Sender(ABC):
         wire = build(
             self.service, to=to, subject=subject, text=text, html=html, cc=cc, bcc=bcc,
             reply_to=reply_to, headers=headers, tags=tags, attachments=attachments,
-            idempotency_key=idempotency_key, from_tag=from_tag,
+            idempotency_key=idempotency_key, from_tag=from_tag, from_domain=from_domain,
         )
         self.send_wire(wire)
         return str(wire["id"])

@@ -121,6 +121,33 @@ def test_the_services_own_address_may_be_plus_addressed(project):
     assert sorted(str(r.from_tag) for r in queued(project)) == ["None", "digest"]
 
 
+def test_the_services_local_part_at_one_of_its_custom_domains_names_that_domain(project):
+    with override_settings(NOTIFY_FROM_DOMAINS=["Mail.Lookup.Example.com"]):
+        mail.send_mail("One", "x", "lookup@mail.lookup.example.com", ["a@example.org"])
+        mail.send_mail("Two", "x", "Lookup <lookup+digest@MAIL.lookup.example.com>",
+                       ["a@example.org"])
+        with pytest.raises(InvalidRequest) as info:
+            mail.send_mail("Three", "x", "someone@mail.lookup.example.com", ["a@example.org"])
+    assert info.value.field == "from_email"
+    assert sorted((r.subject, r.from_tag, r.from_domain) for r in queued(project)) == [
+        ("One", None, "mail.lookup.example.com"), ("Two", "digest", "mail.lookup.example.com")]
+
+
+def test_a_domain_not_in_notify_from_domains_is_refused_before_anything_is_queued(project):
+    with pytest.raises(InvalidRequest) as info:
+        mail.send_mail("Hi", "x", "lookup@mail.lookup.example.com", ["a@example.org"])
+    assert (info.value.field, info.value.reason) == ("from_email", RejectReason.DISALLOWED_HEADER)
+    assert "NOTIFY_FROM_DOMAINS" in str(info.value)
+    assert queued(project) == []
+
+
+@pytest.mark.parametrize("value", ["mail.lookup.example.com", [""], [3]])
+def test_notify_from_domains_must_be_a_list_of_domains(project, value):
+    with override_settings(NOTIFY_FROM_DOMAINS=value), pytest.raises(BackendMisconfigured) as info:
+        mail.send_mail("Hi", "x", None, ["a@example.org"])
+    assert info.value.setting == "NOTIFY_FROM_DOMAINS"
+
+
 @pytest.mark.parametrize(("message", "field", "reason"), [
     (lambda: mail.EmailMessage("Hi", "x", "someone@elsewhere.org", ["a@example.org"]),
      "from_email", RejectReason.DISALLOWED_HEADER),

@@ -6,12 +6,15 @@
     NOTIFY_SERVICE_ACCOUNT = "..."     # optional (see `Session`)
     NOTIFY_AUDIENCE = "..."            # optional
     NOTIFY_FROM_EMAIL = "lookup@notify.example.org"  # optional: the service's own address
+    NOTIFY_FROM_DOMAINS = ["mail.lookup.example.com"]  # optional: its custom domains
 
 Django 6.1's `MAILERS` passes the same as keyword OPTIONS (`service`, `inbox`,
-`service_account`, `audience`, `from_email`, `fail_silently`), which take precedence over the
-settings. The From address is the registry's: a message's `from_email` must be
-`DEFAULT_FROM_EMAIL` (Django's "not set") or `NOTIFY_FROM_EMAIL`, optionally plus-addressed
-(`lookup+tag@...` becomes the request's `from_tag`). `X-Notify-Idempotency-Key` (an extra
+`service_account`, `audience`, `from_email`, `from_domains`, `fail_silently`), which take
+precedence over the settings. The From address is the registry's: a message's `from_email` must
+be `DEFAULT_FROM_EMAIL` (Django's "not set") or `NOTIFY_FROM_EMAIL`, optionally plus-addressed
+(`lookup+tag@...` becomes the request's `from_tag`), or its local part at one of
+`NOTIFY_FROM_DOMAINS` (the request's `from_domain`; the pipeline sends from it only once the
+registry lists it for the service and its DNS records verify). `X-Notify-Idempotency-Key` (an extra
 header, not passed on) becomes the request id; a `notify_tags` dict on the message becomes its
 tags. Sessions are kept per configuration, so a `get_connection()` per message reuses the
 cached identity token.
@@ -45,7 +48,7 @@ IDEMPOTENCY_HEADER = "X-Notify-Idempotency-Key"
 BACKEND = "notify_pipeline.client.django.EmailBackend"
 _OPTIONS = {"service": "NOTIFY_SERVICE", "inbox": "NOTIFY_INBOX",
             "service_account": "NOTIFY_SERVICE_ACCOUNT", "audience": "NOTIFY_AUDIENCE",
-            "from_email": "NOTIFY_FROM_EMAIL"}
+            "from_email": "NOTIFY_FROM_EMAIL", "from_domains": "NOTIFY_FROM_DOMAINS"}
 _REQUIRED = ("service", "inbox")
 
 
@@ -75,6 +78,7 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]
         service_account: str | None = None,
         audience: str | None = None,
         from_email: str | None = None,
+        from_domains: Sequence[str] | None = None,
         fail_silently: bool = False,
         username: str | None = None,
         password: str | None = None,
@@ -104,13 +108,18 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]
         for key in _REQUIRED:
             if not self.options[key]:
                 raise BackendMisconfigured(_OPTIONS[key], f"must be set to use {BACKEND}")
+        self.from_domains = _domains(
+            from_domains if from_domains is not None
+            else getattr(settings, _OPTIONS["from_domains"], None) or ()
+        )
 
     def send_messages(self, email_messages: Sequence[Any]) -> int:
         """Queue each message as a send request; returns how many were queued."""
         sent = 0
         for message in email_messages:
             try:
-                self._session().send_wire(to_wire(message, self.options))
+                self._session().send_wire(
+                    to_wire(message, self.options, from_domains=self.from_domains))
             except (ClientError, ConfigError) as exc:
                 if not self.fail_silently:
                     raise
@@ -132,11 +141,15 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]
             return _sessions[key]
 
 
-def to_wire(message: Any, options: Mapping[str, str | None]) -> dict[str, Any]:
+def to_wire(
+    message: Any, options: Mapping[str, str | None], *, from_domains: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     """The request for one `EmailMessage` / `EmailMultiAlternatives`; raises `InvalidRequest`."""
     headers = dict(message.extra_headers)
     key = _pop_header(headers, IDEMPOTENCY_HEADER)
-    from_tag = _from_tag(_pop_header(headers, "From") or message.from_email, options)
+    from_tag, from_domain = _sender(
+        _pop_header(headers, "From") or message.from_email, options, from_domains
+    )
     reply_to = list(message.reply_to)
     if (reply_header := _pop_header(headers, "Reply-To")) is not None:
         reply_to = [a.strip() for a in reply_header.split(",") if a.strip()]
@@ -147,7 +160,7 @@ def to_wire(message: Any, options: Mapping[str, str | None]) -> dict[str, Any]:
         html=html, headers={k: str(v) for k, v in headers.items()},
         tags=dict(getattr(message, "notify_tags", None) or {}),
         attachments=[_attachment(i, a) for i, a in enumerate(message.attachments)],
-        idempotency_key=key, from_tag=from_tag,
+        idempotency_key=key, from_tag=from_tag, from_domain=from_domain,
     )
 
 
@@ -158,24 +171,40 @@ def _pop_header(headers: dict[str, Any], name: str) -> str | None:
     return None
 
 
-def _from_tag(from_email: str | None, options: Mapping[str, str | None]) -> str | None:
-    """None when `from_email` is the service's own (or Django's default); its plus tag when
-    plus-addressed; otherwise the service cannot send it."""
+def _domains(value: object) -> frozenset[str]:
+    """`NOTIFY_FROM_DOMAINS` as lower-case domains; a lone string is a mistake, not 1 domain
+    per character."""
+    if not isinstance(value, list | tuple | set | frozenset) or not all(
+        isinstance(d, str) and d.strip() for d in value
+    ):
+        raise BackendMisconfigured(
+            _OPTIONS["from_domains"], "must be a list of domain names, e.g. ['mail.example.com']"
+        )
+    return frozenset(d.strip().lower().rstrip(".") for d in value)
+
+
+def _sender(
+    from_email: str | None, options: Mapping[str, str | None], from_domains: frozenset[str]
+) -> tuple[str | None, str | None]:
+    """(from_tag, from_domain) for `from_email`: (None, None) for the service's own address (or
+    Django's default); its plus tag when plus-addressed; its domain when that is one of
+    `NOTIFY_FROM_DOMAINS`. Any other address is not the service's to send from."""
     address = parseaddr(from_email or "")[1].lower()
     default = parseaddr(getattr(settings, "DEFAULT_FROM_EMAIL", "") or "")[1].lower()
     own = parseaddr(options.get("from_email") or "")[1].lower()
     if not address or address in (default, own):
-        return None
+        return None, None
     if own:
-        own_local, _, own_domain = own.partition("@")
-        local, _, domain = address.partition("@")
+        own_local, _, own_domain = own.rpartition("@")
+        local, _, domain = address.rpartition("@")
         base, plus, tag = local.partition("+")
-        if plus and base == own_local and domain == own_domain:
-            return tag
+        if base == own_local and (domain == own_domain or domain in from_domains):
+            return (tag if plus else None), (None if domain == own_domain else domain)
     raise InvalidRequest(
         "from_email", RejectReason.DISALLOWED_HEADER,
         f"{address} is not this service's address: mail goes out from the address in the "
-        "registry (set NOTIFY_FROM_EMAIL to allow it and its plus-addressed variants)",
+        "registry (set NOTIFY_FROM_EMAIL to allow it and its plus-addressed variants, and "
+        "NOTIFY_FROM_DOMAINS for its custom domains)",
     )
 
 

@@ -22,7 +22,7 @@ from notify_pipeline.policy import Domains
 from notify_pipeline.registry import Service
 from notify_pipeline.request_checks import DISALLOWED_HEADERS, DISALLOWED_PREFIXES
 from notify_pipeline.submission.errors import MessageRefused, SubmissionReason
-from notify_pipeline.submission.sender import sender_tag
+from notify_pipeline.submission.sender import Sender, sender_of
 from notify_pipeline.submission.submitter import SendFields
 
 # Read from the message into request fields rather than copied as headers.
@@ -37,7 +37,7 @@ def message_fields(
     """The request fields, or `MessageRefused` when the service may not send this message."""
     message = BytesParser(policy=policy.default).parsebytes(raw)
     assert isinstance(message, EmailMessage)  # what policy.default parses into
-    from_tag = _from_tag(message, service, domains, mail_from)
+    sender = _sender(message, service, domains, mail_from)
     reply_to = _addresses(message, "reply-to")
     if reply_to and not service.advanced.reply_to:
         raise MessageRefused(
@@ -55,7 +55,8 @@ def message_fields(
         tags=None,
         attachments=tuple(_attachments(message, skip=(text_part, html_part))),
         idempotency_key=idempotency_key(message.get("message-id")),
-        from_tag=from_tag,
+        from_tag=sender.tag,
+        from_domain=sender.domain,
     )
 
 
@@ -67,21 +68,21 @@ def idempotency_key(message_id: object) -> str | None:
     return IDEMPOTENCY_PREFIX + digest.hexdigest()[:40]
 
 
-def _from_tag(
+def _sender(
     message: EmailMessage, service: Service, domains: Domains, mail_from: str
-) -> str | None:
-    """The From header's tag (the envelope sender's when there is no From header).
+) -> Sender:
+    """The From header's tag and domain (the envelope sender's when there is no From header).
 
     Both the envelope sender and the From header must be the service's own addresses.
     """
-    envelope_tag = sender_tag(service, domains, mail_from)
+    envelope = sender_of(service, domains, mail_from)
     if "from" not in message:
-        return envelope_tag
+        return envelope
     senders = _addresses(message, "from")
     if len(senders) != 1:
         raise MessageRefused(SubmissionReason.SENDER_NOT_ALLOWED,
                              "the From header must hold exactly one address")
-    return sender_tag(service, domains, senders[0])
+    return sender_of(service, domains, senders[0])
 
 
 def _addresses(message: EmailMessage, name: str) -> tuple[str, ...]:

@@ -1,35 +1,47 @@
-"""Which sender addresses a service may submit from: its own, or a plus-addressed variant.
+"""Which sender addresses a service may submit from: its own, or a plus-addressed variant, on
+its sending domain or on one of its `advanced.custom_domains`.
 
-The address is the one the pipeline itself would put in From (`Service.from_address` on the
-service's sending domain), so whatever is accepted here is exactly what gets delivered.
+The address is the one the pipeline itself would put in From (`Service.from_address`), so
+whatever is accepted here is exactly what gets delivered; whether a custom domain's records
+verify is the pipeline's decision (a `reject` event), not the submission server's.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 from notify_pipeline.policy import Domains
 from notify_pipeline.registry import Service
 from notify_pipeline.submission.errors import MessageRefused, SubmissionReason
 
 
-def sender_tag(service: Service, domains: Domains, address: str) -> str | None:
-    """The plus tag of `address` (None for the plain address), or `MessageRefused`.
+class Sender(NamedTuple):
+    """How a request names the sender: its plus tag, and its custom domain (None: usual)."""
+
+    tag: str | None
+    domain: str | None
+
+
+def sender_of(service: Service, domains: Domains, address: str) -> Sender:
+    """The request's view of `address`, or `MessageRefused` when it is not the service's.
 
     Compared case-blind, and the tag is lower-cased: the pipeline only sends lower-case tags.
     """
-    domain = service.sending_domain(domains.main, domains.testing)
+    usual = service.sending_domain(domains.main, domains.testing)
     local_part, _, address_domain = address.strip().lower().rpartition("@")
-    if address_domain == domain and local_part == service.local_part:
-        return None
-    prefix = f"{service.local_part}+"
-    if address_domain == domain and local_part.startswith(prefix):
-        tag = local_part.removeprefix(prefix)
-        try:
-            service.from_address(domain=domain, tag=tag)
-        except ValueError as exc:
-            raise MessageRefused(SubmissionReason.SENDER_NOT_ALLOWED, str(exc)) from None
-        return tag
+    base, plus, tag = local_part.partition("+")
+    if base == service.local_part and (
+        address_domain == usual or address_domain in service.advanced.custom_domains
+    ):
+        if plus:
+            try:
+                service.from_address(domain=address_domain, tag=tag)
+            except ValueError as exc:
+                raise MessageRefused(SubmissionReason.SENDER_NOT_ALLOWED, str(exc)) from None
+        return Sender(tag if plus else None, None if address_domain == usual else address_domain)
+    others = "".join(f", or at {d}" for d in service.advanced.custom_domains)
     raise MessageRefused(
         SubmissionReason.SENDER_NOT_ALLOWED,
-        f"service {service.id!r} may send only from {service.from_address(domain=domain)}"
-        f" or {prefix}TAG@{domain}",
+        f"service {service.id!r} may send only from {service.from_address(domain=usual)}"
+        f" or {service.local_part}+TAG@{usual}{others}",
     )

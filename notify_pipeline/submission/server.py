@@ -29,7 +29,7 @@ from notify_pipeline.sink import BackgroundServer, SinkController
 from notify_pipeline.submission.convert import message_fields
 from notify_pipeline.submission.credentials import CredentialStore
 from notify_pipeline.submission.errors import MessageRefused, SubmissionReason
-from notify_pipeline.submission.sender import sender_tag
+from notify_pipeline.submission.sender import sender_of
 from notify_pipeline.submission.submitter import SubmitterFactory
 from notify_pipeline.submission.throttle import FailureThrottle
 
@@ -138,7 +138,7 @@ class SubmissionHandler:
         mail_options: list[str],
     ) -> str:
         try:
-            sender_tag(self._service(session), self.domains, address)
+            sender_of(self._service(session), self.domains, address)
         except MessageRefused as exc:
             return _reply(exc)
         envelope.mail_from = address

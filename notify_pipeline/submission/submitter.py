@@ -34,6 +34,7 @@ class SendFields(TypedDict):
     attachments: tuple[tuple[str, bytes, str], ...]
     idempotency_key: str | None
     from_tag: str | None
+    from_domain: str | None
 
 
 class Submitter(Protocol):
@@ -59,6 +60,7 @@ class Submitter(Protocol):
         attachments: tuple[tuple[str, bytes, str], ...],
         idempotency_key: str | None,
         from_tag: str | None,
+        from_domain: str | None,
     ) -> str: ...
 
 

@@ -24,7 +24,7 @@ from tests.conftest import LocalDeployment
 from tests.helpers import REGISTRY
 
 SMTP_SERVICES = {
-    # Opted in to SMTP and Reply-To, on the main domain.
+    # Opted in to SMTP and Reply-To, on the main domain and a custom one.
     "smtp-notices": """\
 id: smtp-notices
 display_name: SMTP Notices
@@ -35,6 +35,7 @@ environment: production
 advanced:
   smtp: true
   reply_to: true
+  custom_domains: [mail.smtp-notices.example.com]
 """,
     # Opted in to SMTP only, on the testing domain, with an allow list.
     "smtp-limited": """\

@@ -114,3 +114,29 @@ def test_an_unnamed_attachment_gets_a_name(service):
     msg.add_attachment(b"\x89PNG", maintype="image", subtype="png")
     [(name, _content, content_type)] = convert(msg, service)["attachments"]
     assert (name, content_type) == ("attachment-2.png", "image/png")
+
+
+@pytest.mark.parametrize(("sender", "tag", "domain"), [
+    ("smtp-notices@mail.smtp-notices.example.com", None, "mail.smtp-notices.example.com"),
+    ("Notices <SMTP-Notices+News@Mail.SMTP-Notices.example.com>", "news",
+     "mail.smtp-notices.example.com"),
+    (SENDER, None, None),
+])
+def test_a_sender_on_a_listed_custom_domain_names_it(service, sender, tag, domain):
+    msg = base()
+    msg.replace_header("From", sender)
+    fields = convert(msg, service)
+    assert (fields["from_tag"], fields["from_domain"]) == (tag, domain)
+
+
+@pytest.mark.parametrize("sender", [
+    "smtp-notices@mail.other.example.com",  # a domain the service does not list
+    "someone@mail.smtp-notices.example.com",  # the listed domain, another local part
+    "smtp-notices+@mail.smtp-notices.example.com",  # an empty tag
+])
+def test_other_senders_on_custom_domains_are_refused(service, sender):
+    msg = base()
+    msg.replace_header("From", sender)
+    with pytest.raises(MessageRefused) as caught:
+        convert(msg, service)
+    assert caught.value.reason is SubmissionReason.SENDER_NOT_ALLOWED

@@ -148,6 +148,15 @@ def test_a_plus_addressed_sender_becomes_the_from_tag(submission):
     assert parse_request(path.read_bytes()).from_tag == "news"
 
 
+def test_a_sender_on_the_services_custom_domain_becomes_the_from_domain(submission):
+    client = submission.login()
+    custom = "smtp-notices@mail.smtp-notices.example.com"
+    client.send_message(message(sender=f"SMTP Notices <{custom}>"), from_addr=custom)
+    [path] = submission.requests()
+    request = parse_request(path.read_bytes())
+    assert (request.from_tag, request.from_domain) == (None, "mail.smtp-notices.example.com")
+
+
 def test_a_testing_domain_service_sends_from_the_testing_domain(submission):
     client = submission.login("smtp-limited")
     ours = "smtp-limited@email-testing.notify.example.org"

@@ -384,17 +384,19 @@ def _duplicate_ids(loaded: Sequence[tuple[Path, Service]]) -> list[RegistryIssue
 
 
 def _duplicate_from_addresses(loaded: Sequence[tuple[Path, Service]]) -> list[RegistryIssue]:
-    """Two services sharing a From address could not be told apart by recipients or bounces."""
-    first: dict[tuple[str, bool], Service] = {}
+    """Two services sharing a From address could not be told apart by recipients or bounces:
+    on the deployment's main or testing domain, or on a custom domain both list."""
+    first: dict[tuple[str, str], Service] = {}
     issues = []
     for path, service in loaded:
-        key = (service.local_part, service.use_testing_domain)
-        if key in first:
-            domain = "testing" if service.use_testing_domain else "main"
-            owner = first[key].id
-            reason = f"{service.local_part!r} on the {domain} domain is already used by {owner!r}"
-            issues.append(RegistryIssue(str(path), "local_part", reason))
-        first.setdefault(key, service)
+        usual = "the testing domain" if service.use_testing_domain else "the main domain"
+        for domain in (usual, *service.advanced.custom_domains):
+            key = (service.local_part, domain)
+            if key in first:
+                owner = first[key].id
+                reason = f"{service.local_part!r} on {domain} is already used by {owner!r}"
+                issues.append(RegistryIssue(str(path), "local_part", reason))
+            first.setdefault(key, service)
     return issues
 
 

@@ -182,6 +182,26 @@ def test_same_local_part_on_different_domains_is_allowed(tmp_path: Path) -> None
     assert validate_registry(tmp_path) == []
 
 
+def test_same_local_part_on_a_custom_domain_both_list_is_reported(tmp_path: Path) -> None:
+    shared = {"custom_domains": ["mail.example.com"]}
+    write(tmp_path, "alpha.yaml", service_data("alpha", local_part="news", advanced=shared))
+    beta = write(tmp_path, "beta.yaml", service_data(
+        "beta", local_part="news", use_testing_domain=True, advanced=shared))
+
+    issue = only_issue(tmp_path)
+
+    assert (issue.file, issue.field) == (str(beta), "local_part")
+    assert "mail.example.com" in issue.reason and "'alpha'" in issue.reason
+
+
+def test_a_custom_domain_shared_under_other_local_parts_is_allowed(tmp_path: Path) -> None:
+    shared = {"custom_domains": ["mail.example.com"]}
+    write(tmp_path, "alpha.yaml", service_data("alpha", local_part="news", advanced=shared))
+    write(tmp_path, "beta.yaml", service_data("beta", local_part="alerts", advanced=shared))
+
+    assert validate_registry(tmp_path) == []
+
+
 def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
     path = write(tmp_path, "svc.yaml", "id: svc\ndisplay_name: [unclosed\nlocal_part: svc\n")
 

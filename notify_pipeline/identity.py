@@ -3,9 +3,9 @@
 Production tokens are signed by Google; the `local` profile runs its own issuer (`local_issuer`).
 Both are verified by the same `TokenVerifier`: google-auth's RSA verifier (one per key, kept)
 checks the signature; the claims are checked here, including what google-auth cannot judge:
-expiry as of the time the inbox received the request, the issuer, and a verified email. No token, nor any part of one, ever
-appears in an exception or a log: google-auth's own exceptions quote the token, so they are
-translated and never chained.
+expiry as of the time the inbox received the request, the issuer, and a verified email. No
+token, nor any part of one, ever appears in an exception or a log: google-auth's own exceptions
+quote the token, so they are translated and never chained.
 """
 
 from __future__ import annotations

@@ -1,14 +1,22 @@
-"""Throughput, in one run on one machine: the naive loop, the machine's limit, the pipeline.
+"""Throughput, in one run on one machine: the limit, the floor, the naive loop, the pipeline.
 
-    python -m benchmarks.e2e --messages 10000 [--quick] [--workdir DIR]
+    python -m benchmarks.e2e --messages 10000 [--quick] [--peer c|python] [--workdir DIR]
 
-Prints one JSON object: messages per second for `naive`, `limit` and `pipeline` (the default
-deployment's delivery worker run), and the ratios `pipeline/naive` and `pipeline/limit`; the
-same for `pipeline_per_batch_runs` (a Dagster run per batch, as `notify process` runs) as
-context. Each part gets a fresh deployment folder and its own sink process, and the parts run
-one after another, never at once. `--quick` shortens the signature measurement and caps the
-naive loop at 500 messages (its rate is flat in N). The work folder is deleted afterwards
-unless `--workdir` is given (the smoke test inspects the Maildirs).
+Prints one JSON object:
+- `limit`: cores / (t_RSA + t_peer + t_client), the CPU every message costs whoever sends it
+  (`benchmarks/limit.py`), with the three terms, the all-core RSA rate and the peer's accept rate;
+- `floor`: a sender with no durability and no policy, one process per core (`benchmarks/floor.py`);
+- `naive`: what a user would write, one process, pure-Python dkimpy (`benchmarks/naive.py`);
+- `pipeline`: the default deployment's delivery worker loop, and `pipeline_per_batch_runs`
+  (a Dagster run per batch, as `notify process` runs) as context;
+with messages per second, CPU milliseconds per message for each, and the ratios
+`pipeline/limit`, `pipeline/floor`, `pipeline/naive`. Every part sends to the same kind of peer,
+by default Postfix's C `smtp-sink` (dumping to a tmpfs, so the peer costs as little as a real
+SMTP server can); `--peer python` uses the project's own sink instead (no Postfix needed, as the
+smoke test does). Each part gets a fresh deployment folder and its own peer process, and the
+parts run one after another. `--quick` shortens the signature measurement and caps the naive
+loop at 500 messages (its rate is flat in N). `machine_share` says what else the machine did
+meanwhile. The work folder is deleted afterwards unless `--workdir` is given.
 """
 
 from __future__ import annotations
@@ -23,90 +31,96 @@ from typing import IO, Any
 
 from benchmarks import limit, pipeline
 from benchmarks.harness import (
+    PEERS,
     REPO,
+    SMTP_SINK_MISSING,
     Deployment,
-    exactly_once,
+    MachineShare,
     machine,
+    ms_per_message,
+    peer_process,
     rate,
     request_body,
     request_name,
-    sink_process,
+    smtp_sink_available,
 )
 
 NAIVE_HOW = (
-    "one process, one SMTP connection: json.loads, stdlib EmailMessage, plain dkimpy dkim.sign,"
-    " smtplib.sendmail to the same sink (its own process); no auth, ledger, events or durability"
+    "one process, one SMTP connection: json.loads, stdlib EmailMessage, plain dkimpy dkim.sign"
+    " (pure-Python RSA), smtplib.sendmail; no auth, ledger, events or durability"
+)
+FLOOR_HOW = (
+    "one process per core, one SMTP connection each: json.loads, stdlib EmailMessage, dkimpy"
+    " canonicalisation with OpenSSL RSA, smtplib.sendmail; no auth, policy, ledger, events or"
+    " durability"
 )
 
 
-def naive(root: Path, messages: int, log: IO[bytes], *, prefix: str = "naive") -> dict[str, Any]:
-    deployment = Deployment.create(root, "naive")
+def sender(root: Path, script: str, messages: int, log: IO[bytes], *, peer: str,
+           args: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Run a standalone sender script (`naive`, `floor`) over `messages` request files."""
+    deployment = Deployment.create(root, script)
     token = deployment.token()
     folder = deployment.home / "requests"
     folder.mkdir()
     for i in range(messages):
-        (folder / request_name(prefix, i)).write_bytes(request_body(token, prefix, i))
+        (folder / request_name(script, i)).write_bytes(request_body(token, script, i))
     s = deployment.settings()
     from notify_pipeline.signing import DkimKeyStore
 
     DkimKeyStore(s.keys_dir, s.dkim_selector).key_for(s.domain)  # the deployment's own key
     key = s.keys_dir / "dkim" / f"{s.domain}.{s.dkim_selector}.pem"
-    with sink_process(deployment, log):
+    with peer_process(deployment, log, peer) as server:
+        peer_before = server.cpu_seconds()
         done = subprocess.run(
-            [sys.executable, "-m", "benchmarks.naive", "--requests", str(folder), "--port",
+            [sys.executable, "-m", f"benchmarks.{script}", "--requests", str(folder), "--port",
              str(deployment.smtp_port), "--key", str(key), "--domain", s.domain,
-             "--selector", s.dkim_selector],
-            cwd=REPO, env=deployment.env, capture_output=True, check=True,
+             "--selector", s.dkim_selector, *args],
+            cwd=REPO, env=deployment.env, stdout=subprocess.PIPE, stderr=log, check=True,
             timeout=120 + messages / 5,
         )
+        peer_cpu = server.cpu_seconds() - peer_before
+        stored = server.exactly_once(script, messages)
     result = json.loads(done.stdout)
-    return {"how": NAIVE_HOW, "messages": messages, "seconds": round(result["seconds"], 3),
+    return {"how": NAIVE_HOW if script == "naive" else FLOOR_HOW, "messages": messages,
+            "seconds": round(result["seconds"], 3),
             "per_second": rate(result["messages"], result["seconds"]),
-            **exactly_once(deployment.mail_dir, prefix, messages)}
+            "cpu_ms_per_message": {"sender": ms_per_message(result["cpu_seconds"], messages),
+                                   "peer": ms_per_message(peer_cpu, messages)},
+            **stored}
 
 
-def run(messages: int, *, quick: bool, workdir: Path) -> dict[str, Any]:
+def run(messages: int, *, quick: bool, peer: str, workdir: Path) -> dict[str, Any]:
+    share = MachineShare()
     log_path = workdir / "benchmark.log"
     with log_path.open("ab") as log:
-        naive_result = naive(workdir, min(messages, 500) if quick else messages, log)
         signing = limit.signatures_per_second(1.0 if quick else 3.0)
-        one = limit.smtp_accept_per_second(workdir, messages, log)
-        connections = _pipeline_connections()
-        many = (limit.smtp_accept_per_second(workdir, messages, log, connections=connections)
-                if connections > 1 else one)
-        piped = pipeline.measure(workdir, messages, log, path="worker")
-        per_batch = pipeline.measure(workdir, messages, log, path="runs", prefix="runs")
-    accept = max(one["per_second"], many["per_second"])  # the sink at its best
-    bound = min(signing["per_second"], accept)
+        smtp = limit.peer_and_client(workdir, messages, log, peer=peer)
+        floor = sender(workdir, "floor", messages, log, peer=peer)
+        naive = sender(workdir, "naive", min(messages, 500) if quick else messages, log,
+                       peer=peer)
+        piped = pipeline.measure(workdir, messages, log, path="worker", peer=peer)
+        per_batch = pipeline.measure(workdir, messages, log, path="runs", prefix="runs",
+                                     peer=peer)
+    bound = limit.combine(signing, smtp)
+    ratios = {}
+    for name, part in (("pipeline", piped), ("per_batch_runs", per_batch)):
+        for other, against in (("limit", bound), ("floor", floor), ("naive", naive)):
+            ratios[f"{name}/{other}"] = round(part["per_second"] / against["per_second"], 2)
     return {
         "benchmark": "e2e",
         "messages": messages,
         "quick": quick,
+        "peer": peer,
         "machine": machine(),
-        "naive": naive_result,
-        "limit": {
-            "rsa2048_signatures_all_cores": signing,
-            "smtp_sink_accept": one,
-            "smtp_sink_accept_parallel": many,
-            "per_second": bound,
-            "bottleneck": "dkim_signing" if signing["per_second"] <= bound else "smtp_accept",
-        },
+        "limit": {**bound, "rsa2048_signatures_all_cores": signing, "peer_accept": smtp},
+        "floor": floor,
+        "naive": naive,
         "pipeline": piped,
         "pipeline_per_batch_runs": per_batch,
-        "ratios": {
-            "pipeline/naive": round(piped["per_second"] / naive_result["per_second"], 2),
-            "pipeline/limit": round(piped["per_second"] / bound, 2),
-            "per_batch_runs/naive": round(per_batch["per_second"] / naive_result["per_second"], 2),
-            "per_batch_runs/limit": round(per_batch["per_second"] / bound, 2),
-        },
+        "ratios": ratios,
+        "machine_share": share.finish(),
     }
-
-
-def _pipeline_connections() -> int:
-    """The SMTP connections the pipeline opens with default settings."""
-    from notify_pipeline.settings import Settings
-
-    return int(Settings.model_fields["smtp_connections"].default)
 
 
 def main() -> None:
@@ -114,14 +128,19 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--peer", choices=PEERS, default="c",
+                        help="c: Postfix's smtp-sink (the default); python: `notify sink`")
     parser.add_argument("--workdir", type=Path, help="keep everything here (default: a temp dir)")
     args = parser.parse_args()
+    if args.peer == "c" and not smtp_sink_available():
+        sys.exit(SMTP_SINK_MISSING)
     if args.workdir:
         args.workdir.mkdir(parents=True, exist_ok=True)
-        result = run(args.messages, quick=args.quick, workdir=args.workdir.resolve())
+        result = run(args.messages, quick=args.quick, peer=args.peer,
+                     workdir=args.workdir.resolve())
     else:
         with tempfile.TemporaryDirectory(prefix="notify-bench-") as tmp:
-            result = run(args.messages, quick=args.quick, workdir=Path(tmp))
+            result = run(args.messages, quick=args.quick, peer=args.peer, workdir=Path(tmp))
     print(json.dumps(result, indent=2))
 
 

@@ -1,7 +1,10 @@
-"""Shared plumbing: a throwaway local deployment, its SMTP sink in its own process, requests.
+"""Shared plumbing: a throwaway local deployment, its SMTP peer in its own process, requests.
 
-The sink runs as `notify sink` in a process of its own, as in production, so its CPU, its
-event loop and its fsyncs never share a GIL with whatever is being measured.
+Two peers: `notify sink` (the project's Python sink: Maildir, an fsync per message) and
+Postfix's C `smtp-sink` dumping each message to a tmpfs (the cheapest real SMTP server there is,
+so what the benchmarks measure is the sender). Either runs in a process of its own, so its CPU
+never shares a GIL with whatever is being measured, and reports its own CPU and, from what it
+stored, how many messages each recipient received.
 """
 
 from __future__ import annotations
@@ -9,10 +12,12 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -26,6 +31,13 @@ REGISTRY = REPO / "registry"
 SERVICE = "lookup-notices"
 ACCOUNT = "lookup-prod@lookup-prod-1234.iam.gserviceaccount.com"
 HOST = "127.0.0.1"
+SMTP_SINK = "/usr/sbin/smtp-sink"
+SMTP_SINK_MISSING = (
+    f"Postfix's smtp-sink is not installed ({SMTP_SINK}). Install it with"
+    " `apt-get install postfix` (Debian/Ubuntu; the Postfix daemon itself need not run), or"
+    " pass --peer python to measure against the project's own sink instead."
+)
+PEERS = ("c", "python")
 
 # A typical notification: one recipient, a short plain-text body.
 BODY = (
@@ -133,6 +145,81 @@ def sink_process(deployment: Deployment, log: IO[bytes]) -> Iterator[subprocess.
         stop(proc)
 
 
+@dataclass
+class Peer:
+    """An SMTP server process the benchmark sends to, and where it stores what it accepts."""
+
+    kind: str  # "c" (smtp-sink) or "python" (notify sink)
+    proc: subprocess.Popen[bytes]
+    store: Path  # the Maildir, or smtp-sink's dump folder
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU the peer has used so far."""
+        import psutil
+
+        return float(sum(psutil.Process(self.proc.pid).cpu_times()[:2]))
+
+    def delivery_counts(self) -> Counter[str]:
+        """How many stored messages each recipient received."""
+        if self.kind == "python":
+            return delivery_counts(self.store)
+        return Counter(r for path in self.store.rglob("*") if path.is_file()
+                       for r in dump_recipients(path))
+
+    def exactly_once(self, prefix: str, messages: int) -> dict[str, Any]:
+        counts = self.delivery_counts()
+        return {"peer": self.kind, "stored": sum(counts.values()),
+                **once(counts, prefix, messages)}
+
+
+def smtp_sink_available() -> bool:
+    return os.access(SMTP_SINK, os.X_OK)
+
+
+@contextmanager
+def peer_process(deployment: Deployment, log: IO[bytes], kind: str) -> Iterator[Peer]:
+    """The deployment's SMTP peer (`kind`: "c" or "python") on its port, stopped on the way out.
+
+    smtp-sink writes one file per message into a fresh folder on /dev/shm (a tmpfs, so no disk
+    wait), named by the second it arrived plus a random number; it is removed afterwards.
+    """
+    if kind == "python":
+        with sink_process(deployment, log) as proc:
+            yield Peer(kind, proc, deployment.mail_dir)
+        return
+    if not smtp_sink_available():
+        raise RuntimeError(SMTP_SINK_MISSING)
+    shm = Path("/dev/shm")
+    dump = Path(tempfile.mkdtemp(prefix="notify-bench-", dir=shm if shm.is_dir() else None))
+    privileges: list[str] = []
+    if os.geteuid() == 0:  # smtp-sink refuses to run as root without dropping privileges
+        dump.chmod(0o777)
+        privileges = ["-u", "nobody"]
+    proc = subprocess.Popen(
+        [SMTP_SINK, *privileges, "-d", f"{dump}/%H%M%S/", f"{HOST}:{deployment.smtp_port}",
+         "256"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_listening(deployment.smtp_port, proc, timeout=30)
+        yield Peer(kind, proc, dump)
+    finally:
+        stop(proc)
+        shutil.rmtree(dump, ignore_errors=True)
+
+
+def dump_recipients(path: Path) -> list[str]:
+    """The X-Rcpt-Args lines smtp-sink puts before each dumped message."""
+    recipients = []
+    with path.open("rb") as fh:
+        for line in fh:
+            if line.startswith(b"Received:"):
+                break
+            if line.startswith(b"X-Rcpt-Args:"):
+                recipients.append(line.split(b":", 1)[1].strip().strip(b"<>").decode())
+    return recipients
+
+
 def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -183,12 +270,14 @@ def delivery_counts(mail_dir: Path) -> Counter[str]:
 
 
 def exactly_once(mail_dir: Path, prefix: str, messages: int) -> dict[str, Any]:
-    counts = delivery_counts(mail_dir)
+    return {"maildir_files": len(maildir_files(mail_dir)),
+            **once(delivery_counts(mail_dir), prefix, messages)}
+
+
+def once(counts: Counter[str], prefix: str, messages: int) -> dict[str, bool]:
+    """Whether every request's recipient received exactly one message, and nobody else any."""
     expected = {recipient(prefix, i) for i in range(messages)}
-    return {
-        "maildir_files": len(maildir_files(mail_dir)),
-        "exactly_once": set(counts) == expected and all(c == 1 for c in counts.values()),
-    }
+    return {"exactly_once": set(counts) == expected and all(c == 1 for c in counts.values())}
 
 
 def machine() -> dict[str, Any]:
@@ -216,6 +305,42 @@ def rate(messages: int, seconds: float) -> float:
     return round(messages / seconds, 1) if seconds > 0 else 0.0
 
 
+def ms_per_message(cpu_seconds: float, messages: int) -> float:
+    return round(1000 * cpu_seconds / messages, 3) if messages else 0.0
+
+
+def machine_cpu_seconds() -> float:
+    """CPU seconds the whole machine has spent busy since boot (/proc/stat, all but idle and
+    iowait), so that what a benchmark's own processes used can be subtracted from it."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return 0.0
+    ticks = [int(x) for x in fields[:8]]  # user nice system idle iowait irq softirq steal
+    busy = sum(ticks) - ticks[3] - ticks[4]
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a live process and all its live descendants, each with the CPU of
+    the children it has already reaped (so exited render workers count too)."""
+    import psutil
+
+    total = 0.0
+    try:
+        root = psutil.Process(pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return total
+    for proc in tree:
+        try:
+            t = proc.cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
 def session_members(sid: int) -> list[int]:
     """Live (not zombie) processes of the session `notify up` leads: it and all it started
     (`dagster dev` runs in a process group of its own, in the same session)."""
@@ -228,3 +353,66 @@ def session_members(sid: int) -> list[int]:
         if fields[0] not in ("Z", "X") and int(fields[3]) == sid:
             members.append(int(stat.parent.name))
     return members
+
+
+class MachineShare:
+    """What the machine did while a benchmark ran: load averages, and the CPU its other work
+    used (all busy CPU, from /proc/stat, minus this process's and its descendants').
+
+    Started in the benchmark's own process, it makes that process the subreaper of its
+    descendants (Linux), so a grandchild orphaned by an exiting child (a driver's forkserver
+    and render workers) is reaped here and its CPU counted as the benchmark's own, not other
+    work's. `finish` reaps them, so call it after every child has been stopped.
+    """
+
+    def __init__(self) -> None:
+        _become_subreaper()
+        self.load_before = [round(x, 2) for x in os.getloadavg()]
+        self._busy = machine_cpu_seconds()
+        self._own = _own_cpu_seconds()
+        self._start = time.monotonic()
+
+    def finish(self) -> dict[str, Any]:
+        _reap_orphans()
+        wall = time.monotonic() - self._start
+        busy = machine_cpu_seconds() - self._busy
+        own = _own_cpu_seconds() - self._own
+        return {
+            "seconds": round(wall, 1),
+            "load_average_before": self.load_before,
+            "load_average_after": [round(x, 2) for x in os.getloadavg()],
+            "cpu_seconds_busy": round(busy, 1),
+            "cpu_seconds_benchmark": round(own, 1),
+            "cpu_seconds_other_work": round(max(0.0, busy - own), 1),
+            "other_work_cores": round(max(0.0, busy - own) / wall, 2) if wall else 0.0,
+        }
+
+
+def _own_cpu_seconds() -> float:
+    import resource
+
+    own, children = (resource.getrusage(who) for who in (resource.RUSAGE_SELF,
+                                                          resource.RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _become_subreaper() -> None:
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        pass  # not Linux: orphans' CPU then counts as other work
+
+
+def _reap_orphans(timeout: float = 10.0) -> None:
+    """Wait (a bounded time) for descendants orphaned to us, so their CPU is ours."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            time.sleep(0.05)

@@ -32,6 +32,7 @@ from typing import Any
 from benchmarks.harness import (
     REPO,
     Deployment,
+    MachineShare,
     envelope_recipients,
     free_port,
     machine,
@@ -111,6 +112,7 @@ def run(seconds: float, per_second: float, workdir: Path) -> dict[str, Any]:
     dagster_home = deployment.home / "dagster"
     ui_port = free_port()
     count = max(1, round(seconds * per_second))
+    share = MachineShare()
     with (workdir / "up.log").open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "notify_pipeline.cli", "up", "--port", str(ui_port)],
@@ -155,6 +157,7 @@ def run(seconds: float, per_second: float, workdir: Path) -> dict[str, Any]:
         "runs": runs,
         "batches": _batches(deployment.home / "ledger.sqlite3"),
         "latency_seconds": _summary(latencies),
+        "machine_share": share.finish(),
     }
 
 

@@ -1,11 +1,12 @@
-"""The machine's limit for this workload: the slower of the two stages every message must pass.
+"""The machine's limit for this workload: cores / (t_RSA + t_peer + t_client).
 
-- DKIM: RSA-2048 PKCS#1 v1.5 SHA-256 signatures per second with OpenSSL (via `cryptography`),
-  one process per core, all signing at once.
-- SMTP: the sink's accept rate over loopback, tight smtplib loops sending pre-rendered,
-  pre-signed messages (the sink fsyncs each one before its 250), on one connection and on as
-  many at once as the pipeline opens (`NOTIFY_SMTP_CONNECTIONS`): the limit is the better of
-  the two, so a pipeline using several connections is held to what the sink can do with them.
+Every message costs, whoever sends it, at least three pieces of CPU on the same machine:
+- t_RSA: one RSA-2048 PKCS#1 v1.5 SHA-256 signature with OpenSSL (via `cryptography`), from
+  one signing process per core all signing at once (cores / their summed rate);
+- t_peer: the SMTP peer accepting it (by default Postfix's C smtp-sink dumping to a tmpfs),
+  its process's CPU over a tight client loop, per message;
+- t_client: that tight smtplib loop's own CPU per message (pre-rendered, pre-signed bytes).
+With every core busy on nothing else, no sender can beat cores / (their sum).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import multiprocessing
 import os
 import smtplib
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -26,10 +26,10 @@ from benchmarks.harness import (
     BODY,
     HOST,
     Deployment,
-    exactly_once,
+    ms_per_message,
+    peer_process,
     rate,
     recipient,
-    sink_process,
 )
 
 
@@ -54,8 +54,8 @@ def signatures_per_second(seconds: float = 3.0) -> dict[str, Any]:
         serialization.NoEncryption(),
     )
     ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Manager().Barrier(cores)
-    with ctx.Pool(cores) as pool:
+    with ctx.Manager() as manager, ctx.Pool(cores) as pool:
+        barrier = manager.Barrier(cores)
         counts = pool.starmap(_sign_for, [(pem, seconds, barrier)] * cores)
     return {"processes": cores, "seconds": seconds,
             "per_second": rate(sum(counts), seconds)}
@@ -82,25 +82,47 @@ def pre_rendered(deployment: Deployment, prefix: str, messages: int) -> list[tup
     ]
 
 
-def smtp_accept_per_second(
-    root: Path, messages: int, log: IO[bytes], *, connections: int = 1
+def peer_and_client(
+    root: Path, messages: int, log: IO[bytes], *, peer: str = "c"
 ) -> dict[str, Any]:
-    """The sink's accept rate: tight loops on `connections` connections at once (one thread
-    each), pre-rendered messages."""
-    deployment = Deployment.create(root, f"limit-{connections}")
-    prefix = f"limit{connections}"
+    """The SMTP half of the limit: a tight smtplib loop on one connection sending pre-rendered,
+    pre-signed messages to the peer. Returns the peer's CPU per message (its process, read
+    before and after), the client loop's CPU per message (this thread's), and the peer's accept
+    rate (wall clock)."""
+    deployment = Deployment.create(root, f"limit-{peer}")
+    prefix = f"limit{peer}"
     data = pre_rendered(deployment, prefix, messages)
-
-    def client(share: list[tuple[str, bytes]]) -> None:
+    with peer_process(deployment, log, peer) as server:
         with smtplib.SMTP(HOST, deployment.smtp_port, timeout=30) as smtp:
-            for to, message in share:
+            smtp.noop()  # connected and greeted before anything is counted
+            peer_before, client_before = server.cpu_seconds(), time.thread_time()
+            start = time.perf_counter()
+            for to, message in data:
                 smtp.sendmail("lookup@notify.example.org", [to], message)
+            seconds = time.perf_counter() - start
+            client_cpu = time.thread_time() - client_before
+            peer_cpu = server.cpu_seconds() - peer_before
+        stored = server.exactly_once(prefix, messages)
+    return {"messages": messages, "seconds": round(seconds, 3),
+            "accept_per_second": rate(messages, seconds),
+            "peer_cpu_ms_per_message": ms_per_message(peer_cpu, messages),
+            "client_cpu_ms_per_message": ms_per_message(client_cpu, messages),
+            **stored}
 
-    with sink_process(deployment, log):
-        start = time.perf_counter()
-        with ThreadPoolExecutor(connections) as pool:
-            list(pool.map(client, [data[k::connections] for k in range(connections)]))
-        seconds = time.perf_counter() - start
-    return {"connections": connections, "messages": messages, "seconds": round(seconds, 3),
-            "per_second": rate(messages, seconds),
-            **exactly_once(deployment.mail_dir, prefix, messages)}
+
+def combine(signing: dict[str, Any], smtp: dict[str, Any]) -> dict[str, Any]:
+    """limit = cores / (t_RSA + t_peer + t_client): the rate at which the machine's cores,
+    all busy, do the CPU work no sender can avoid for one message: its RSA signature, the
+    peer's work to accept it, and the SMTP client's work to send it."""
+    cores = signing["processes"]
+    t_rsa = cores / signing["per_second"] if signing["per_second"] else 0.0
+    t_peer = smtp["peer_cpu_ms_per_message"] / 1000
+    t_client = smtp["client_cpu_ms_per_message"] / 1000
+    total = t_rsa + t_peer + t_client
+    return {
+        "cores": cores,
+        "cpu_ms_per_message": {"rsa": round(1000 * t_rsa, 3), "peer": round(1000 * t_peer, 3),
+                               "client": round(1000 * t_client, 3),
+                               "total": round(1000 * total, 3)},
+        "per_second": rate(cores, total),
+    }

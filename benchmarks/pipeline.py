@@ -10,7 +10,9 @@ A driver process (this module run with `--drive`) delivers the requests:
   `notify_pipeline.cli.process_once` in a loop; each call evaluates the real `inbox_sensor` and
   executes every `deliver_batch` run it asks for with `execute_in_process` on an ephemeral
   Dagster instance.
-Per-stage seconds are the batches' `stage_seconds`, summed.
+Per-stage seconds are the batches' `stage_seconds`, summed. CPU is the driver's whole process
+tree (the driver, its render workers, and anything else it started) from `ready` to the end,
+read in the driver while its workers still live, each with the CPU of the children it reaped.
 
 The driver is started and warmed up (imports, one empty pass) before the clock starts, as a
 running service would be. The clock starts when the first request is written: four client
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -35,12 +38,13 @@ import psutil
 from benchmarks.harness import (
     REPO,
     Deployment,
-    exactly_once,
+    ms_per_message,
+    peer_process,
     rate,
     request_body,
     request_name,
-    sink_process,
     stop,
+    tree_cpu_seconds,
 )
 
 MACHINERY = {
@@ -60,15 +64,18 @@ WRITER_THREADS = 4
 
 
 def measure(
-    root: Path, messages: int, log: IO[bytes], *, path: str = "worker", prefix: str = "pipe"
+    root: Path, messages: int, log: IO[bytes], *, path: str = "worker", prefix: str = "pipe",
+    peer: str = "python",
 ) -> dict[str, Any]:
     """Deliver `messages` requests through the pipeline on `path` (`worker`: the default
-    deployment's delivery worker run; `runs`: a run per batch); returns rates, stages, memory."""
+    deployment's delivery worker run; `runs`: a run per batch) to `peer` (`c`: smtp-sink,
+    `python`: the project's sink); returns rates, stages, CPU, memory."""
     deployment = Deployment.create(root, f"pipeline-{path}-{messages}")
     token = deployment.token()
     bodies = [(request_name(prefix, i), request_body(token, prefix, i)) for i in range(messages)]
     timeout = 300 + messages / 10
-    with sink_process(deployment, log) as sink:
+    with peer_process(deployment, log, peer) as server:
+        peer_before = server.cpu_seconds()
         driver = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.pipeline", "--drive", "--path", path,
              "--messages", str(messages), "--timeout", str(timeout)],
@@ -90,7 +97,8 @@ def measure(
             memory.stop()
             watchdog.cancel()
             stop(driver)
-        sink_cpu = sum(psutil.Process(sink.pid).cpu_times()[:2])
+        peer_cpu = server.cpu_seconds() - peer_before
+        stored = server.exactly_once(prefix, messages)
     drive = json.loads(out.decode().strip().splitlines()[-1])
     events = _events(deployment)
     seconds = events["last_recorded_at"] - first
@@ -103,11 +111,19 @@ def measure(
         "enqueue_seconds": round(last - first, 3),
         "delivered": drive["delivered"],
         "events": events["by_type"],
-        **exactly_once(deployment.mail_dir, prefix, messages),
+        **stored,
         "runs": drive["runs"],
         "stage_seconds": drive["stage_seconds"],
-        "driver_cpu_seconds": drive["cpu_seconds"],
-        "sink_cpu_seconds": round(sink_cpu, 2),
+        "cpu_seconds": {"tree": drive["cpu_seconds"], "driver": drive["driver_cpu_seconds"],
+                        "workers": round(drive["cpu_seconds"] - drive["driver_cpu_seconds"], 2),
+                        "peer": round(peer_cpu, 2)},
+        "cpu_ms_per_message": {
+            "tree": ms_per_message(drive["cpu_seconds"], messages),
+            "driver": ms_per_message(drive["driver_cpu_seconds"], messages),
+            "workers": ms_per_message(drive["cpu_seconds"] - drive["driver_cpu_seconds"],
+                                      messages),
+            "peer": ms_per_message(peer_cpu, messages),
+        },
         "peak_rss_mb": drive["peak_rss_mb"],
         "peak_tree_rss_mb": round(max(memory.peak, drive["peak_rss_mb"] * 2**20) / 2**20, 1),
     }
@@ -207,9 +223,10 @@ def drive_worker(messages: int, timeout: float) -> dict[str, Any]:
             )
 
         work(0.5, threading.Event())  # warm up: imports, keys, an empty pass
+        baseline = _Cpu()
         print("ready", flush=True)
         work(timeout, stop)
-    return _drive_result(totals)
+        return _drive_result(totals, baseline)
 
 
 def drive(messages: int, timeout: float) -> dict[str, Any]:
@@ -220,6 +237,7 @@ def drive(messages: int, timeout: float) -> dict[str, Any]:
 
     settings = Settings()
     process_once(settings)
+    baseline = _Cpu()
     print("ready", flush=True)
     totals = Totals()
     deadline = time.monotonic() + timeout
@@ -229,20 +247,28 @@ def drive(messages: int, timeout: float) -> dict[str, Any]:
         totals.batches += summary["batches"]
         if not summary["requests"]:
             time.sleep(0.05)
-    return _drive_result(totals)
+    return _drive_result(totals, baseline)
 
 
-def _drive_result(totals: Any) -> dict[str, Any]:
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)  # pool workers, log tailers
+class _Cpu:
+    """The driver's own CPU and its whole process tree's, now."""
+
+    def __init__(self) -> None:
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        self.driver = own.ru_utime + own.ru_stime
+        self.tree = tree_cpu_seconds(os.getpid())
+
+
+def _drive_result(totals: Any, baseline: _Cpu) -> dict[str, Any]:
+    now = _Cpu()
     return {
         "delivered": totals.delivered,
         "requests": totals.requests,
         "runs": totals.batches,
         "stage_seconds": {stage: round(s, 3) for stage, s in sorted(totals.stage_seconds.items())},
-        "cpu_seconds": round(own.ru_utime + own.ru_stime + children.ru_utime
-                             + children.ru_stime, 2),
-        "peak_rss_mb": round(own.ru_maxrss / 1024, 1),
+        "cpu_seconds": round(now.tree - baseline.tree, 2),
+        "driver_cpu_seconds": round(now.driver - baseline.driver, 2),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
 
 

@@ -133,6 +133,23 @@ def test_loop_delivers_each_request_once_as_it_arrives(local, sink):
     assert not LocalInbox(local.home).batches(), "nothing left staged"
 
 
+def test_an_idle_worker_sends_a_lone_request_without_waiting_for_the_age_bound(local, sink):
+    """The age bound gathers requests that arrive while batches run; one reaching an idle
+    worker goes at its next poll. With an age bound of an hour it would wait an hour."""
+    with worker_parts(local) as parts:
+        parts["max_age_seconds"] = 3600.0
+        loop = BackgroundWorker(parts, current_owner("idle"), poll_seconds=0.05,
+                                max_seconds=120)
+        time.sleep(0.3)  # a few passes that find nothing
+        enqueue(local, "lone")
+        wait_for(lambda: len(local.maildir()) == 1, 30, "the lone request")
+        enqueue(local, "second")
+        wait_for(lambda: len(local.maildir()) == 2, 30, "the next lone request")
+        totals = loop.join()
+    assert delivered_ids(local) == Counter({"lone": 1, "second": 1})
+    assert totals.batches == 2 and totals.errors == 0
+
+
 def test_a_service_registered_while_the_loop_runs_is_served_and_a_broken_change_is_not(
         local, sink, tmp_path, caplog):
     from tests.test_registry_watch import MY_APP

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from queue import Empty, SimpleQueue
 
 from notify_pipeline.delivery.base import HandoffResult, OutgoingMessage, Transport
 from notify_pipeline.run.decide import Accepted
@@ -28,7 +29,11 @@ class Finished:
 class Handoffs:
     """`submit` starts one hand-off and, once all are busy, waits for at least one to finish;
     finished hand-offs come back to the caller's thread, which alone records them. With a
-    concurrency of one the send runs right here, on the caller's thread."""
+    concurrency of one the send runs right here, on the caller's thread.
+
+    Each hand-off's future puts itself on a queue when done, and the caller takes what is on
+    it: one lock per message, where `concurrent.futures.wait` would lock and unlock every
+    running future's condition at each call."""
 
     def __init__(self, transport: Transport) -> None:
         self._transport = transport
@@ -36,6 +41,7 @@ class Handoffs:
         self._threads = (ThreadPoolExecutor(self._width, thread_name_prefix="handoff")
                          if self._width > 1 else None)
         self._running: dict[Future[HandoffResult], Claimed] = {}
+        self._done: SimpleQueue[Future[HandoffResult]] = SimpleQueue()
 
     def __enter__(self) -> Handoffs:
         return self
@@ -52,14 +58,26 @@ class Handoffs:
             except Exception as exc:  # delivered to the caller by `future.result()`
                 future.set_exception(exc)
             return [Finished(job, future)]
-        self._running[self._threads.submit(self._transport.send, outgoing)] = job
+        started = self._threads.submit(self._transport.send, outgoing)
+        self._running[started] = job
+        started.add_done_callback(self._done.put)
         if len(self._running) < self._width:
             return []
-        done, _ = wait(self._running, return_when=FIRST_COMPLETED)
-        return [Finished(self._running.pop(future), future) for future in done]
+        return self._take(self._done.get())
 
     def drain(self) -> list[Finished]:
         """Wait for every hand-off under way."""
-        wait(self._running)
-        running, self._running = self._running, {}
-        return [Finished(job, future) for future, job in running.items()]
+        finished: list[Finished] = []
+        while self._running:
+            finished += self._take(self._done.get())
+        return finished
+
+    def _take(self, first: Future[HandoffResult]) -> list[Finished]:
+        """`first` and whatever else has finished meanwhile."""
+        done = [first]
+        while True:
+            try:
+                done.append(self._done.get_nowait())
+            except Empty:
+                break
+        return [Finished(self._running.pop(future), future) for future in done]

@@ -121,14 +121,21 @@ class _Worker:
         self.current_registry: Callable[[], Registry] | None = None
         self._opened: tuple[Ledger, Pipeline] | None = None
         self._unflushed = False  # a flush failed: events wait in the ledger outbox
+        self._idle = False  # the last pass staged and ran nothing
 
     def one_pass(
         self, max_items: int, max_age_seconds: float, stop: threading.Event, deadline: float
     ) -> bool:
-        """Stage what is waiting, then run every ready batch; True if any batch was run."""
-        self.totals.staged += len(
-            stage_batches(self.inbox, max_items=max_items, max_age_seconds=max_age_seconds)
-        )
+        """Stage what is waiting, then run every ready batch; True if any batch was run.
+
+        After a pass that found nothing to do, whatever is waiting is staged at once, without
+        waiting for the age bound: the age bound gathers requests that arrive while batches
+        are running into fewer, larger batches, but a request reaching an idle worker has
+        nothing to wait for, so it goes after one poll.
+        """
+        staged = len(stage_batches(self.inbox, max_items=max_items,
+                                   max_age_seconds=0.0 if self._idle else max_age_seconds))
+        self.totals.staged += staged
         worked = False
         self._refreshed()  # so a registry change is seen (and a broken one reported) when idle
         for batch_id in ready_batches(self.inbox, self._open()[0]):
@@ -144,6 +151,7 @@ class _Worker:
             worked = worked or ran
         if not worked and self._unflushed:
             self._flush()  # raises again if the warehouse is still away: the pass backs off
+        self._idle = not (staged or worked)
         return worked
 
     def _run_batch(self, batch_id: str) -> bool:

@@ -206,3 +206,18 @@ def test_top_reasons_in_the_window(warehouse, store):
     top = store.top_reasons("svc", D3, 7)
     assert top.bounce == [("550 unknown user", 3), ("552 mailbox full", 1)]
     assert top.complaint == [("abuse", 2)]
+
+
+def test_stats_kept_before_daily_counted_are_rebuilt_once_exactly(warehouse, store):
+    """A deployment from before `daily_counted`: stats and watermarks, no counted events. Its
+    first refresh must not count an overlap event twice."""
+    mark = at(D1, 12)
+    seed(warehouse, "svc", D1, "send", 4, recorded_at=mark)
+    store.refresh_daily_stats("svc")
+    with warehouse.connect() as con:
+        con.execute("DROP TABLE notify_events.daily_counted")
+    seed(warehouse, "svc", D1, "send", 2, recorded_at=mark + timedelta(minutes=1), tag="new")
+    upgraded = DuckDBAnalytics(warehouse)
+    assert upgraded.refresh_daily_stats("svc").full
+    assert _daily(upgraded, "svc")[D1][0] == 6
+    assert {"svc": upgraded.daily_rows("svc")} == _rebuilt(warehouse, ["svc"])

@@ -100,7 +100,13 @@ class DuckDBAnalytics(AnalyticsStore):
             return
         with self._use() as con:
             con.execute(DDL)
+            upgrade = not con.execute(
+                "SELECT 1 FROM information_schema.tables WHERE table_schema = ?"
+                " AND table_name = 'daily_counted'", [SCHEMA]).fetchall()
             con.execute(ANALYTICS_DDL)
+            if upgrade:  # stats kept before daily_counted: rebuild each service once, exactly
+                con.execute(f"DELETE FROM {SCHEMA}.analytics_watermarks WHERE name = ?",  # noqa: S608
+                            [DAILY_STATS_WATERMARK])
         self._ready = True
 
     def refresh_service_events(self, service: str) -> ServiceEventsSummary:

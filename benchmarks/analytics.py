@@ -78,15 +78,17 @@ def seed_new(warehouse: DuckDBWarehouse, n: int, start: int) -> None:
 
 
 def refresh_all(store: DuckDBAnalytics) -> dict[str, Any]:
-    """`daily_stats` then `bounce_rates` for every service, timed, on one connection (what a
-    refresh costs in SQL; a Dagster run per service adds its own start-up beside it)."""
+    """`daily_stats` then `bounce_rates` for every service at once, timed on one connection
+    (what a refresh costs in SQL). Opening the file is timed apart: it costs the same whatever
+    the refresh does, as does a Dagster run's own start-up."""
     began = time.perf_counter()
-    days = 0
     with store.session():
-        for service in SERVICES:
-            days += len(store.refresh_daily_stats(service).days)
-            store.compute_rates(service, NOW.date(), AlertThresholds())
-    return {"seconds": round(time.perf_counter() - began, 3), "days_recomputed": days}
+        opened = time.perf_counter()
+        refreshes = store.refresh_daily_stats_of(SERVICES)
+        store.compute_rates_of(NOW.date(), dict.fromkeys(SERVICES, AlertThresholds()))
+        done = time.perf_counter()
+    return {"seconds": round(done - opened, 4), "connect_seconds": round(opened - began, 4),
+            "days_recomputed": sum(len(r.days) for r in refreshes.values())}
 
 
 def incremental(workdir: Path, events: int) -> dict[str, Any]:
@@ -116,9 +118,7 @@ def _rebuilt_from_scratch(warehouse: DuckDBWarehouse) -> list[tuple[Any, ...]]:
                     " SELECT * FROM notify_events.daily_stats")
         con.execute("DELETE FROM notify_events.daily_stats")
         con.execute("DELETE FROM notify_events.analytics_watermarks")
-    store = DuckDBAnalytics(warehouse)
-    for service in SERVICES:
-        store.refresh_daily_stats(service)
+    DuckDBAnalytics(warehouse).refresh_daily_stats_of(SERVICES)
     rebuilt = _daily(warehouse)
     with warehouse.connect() as con:
         con.execute("DELETE FROM notify_events.daily_stats")

@@ -81,8 +81,77 @@ def test_events_stamped_just_behind_the_watermark_are_counted(warehouse, store):
     store.refresh_daily_stats("svc")
     slow_writer = base - timedelta(minutes=1)  # stamped before, committed after the refresh
     seed(warehouse, "svc", D1, "send", 5, recorded_at=slow_writer)
-    assert store.refresh_daily_stats("svc").days == (D1, D2)
-    assert _daily(store, "svc")[D1][0] == 5
+    assert store.refresh_daily_stats("svc").days == (D1,)  # D2's events: counted already
+    assert [row[0] for row in _daily(store, "svc").values()] == [5, 20]
+
+
+def _rebuilt(warehouse, services):
+    """`daily_stats` as a refresh from scratch gives it now (a store on a copy of the file)."""
+    copy = DuckDBWarehouse(warehouse.path.with_name("rebuilt.duckdb"))
+    copy.path.write_bytes(warehouse.path.read_bytes())
+    with copy.connect() as con:
+        con.execute("DELETE FROM notify_events.analytics_watermarks")
+    fresh = DuckDBAnalytics(copy)
+    assert all(r.full for r in fresh.refresh_daily_stats_of(services).values())
+    return {s: fresh.daily_rows(s) for s in services}
+
+
+def test_rounds_of_refreshes_with_late_and_slow_events_equal_a_rebuild(warehouse, store):
+    services = ["a", "b", "c"]
+    days = [D1 - timedelta(days=n) for n in range(10)]
+    mark = at(D3, 20)
+    for i, day in enumerate(days):
+        for service in services:
+            seed(warehouse, service, day, "send", 10 + i, recorded_at=mark)
+            seed(warehouse, service, day, "delivery", 5 + i, recorded_at=mark)
+    store.refresh_daily_stats_of(services)
+    for round_ in range(4):
+        mark += timedelta(hours=1)
+        tag = f"r{round_}"
+        seed(warehouse, "a", D3, "send", 7, recorded_at=mark, tag=tag)  # today's traffic
+        seed(warehouse, "b", days[2 + round_], "bounce", 2, bounce_type="Permanent",
+             recorded_at=mark, tag=tag)  # late, for an old day
+        seed(warehouse, "c", days[round_], "complaint", 1, recorded_at=mark, tag=tag)
+        # stamped behind the watermark, committed after the refresh that set it
+        seed(warehouse, "a", days[5], "delivery", 3, recorded_at=mark - timedelta(minutes=5),
+             tag=tag + "slow")
+        refreshes = store.refresh_daily_stats_of(services)
+        assert refreshes["b"].days == (days[2 + round_],)
+        assert refreshes["a"].days == (days[5], D3)
+        assert {s: store.daily_rows(s) for s in services} == _rebuilt(warehouse, services)
+    quiet = store.refresh_daily_stats_of(services)
+    assert all(r.days == () for r in quiet.values())
+    assert {s: store.daily_rows(s) for s in services} == _rebuilt(warehouse, services)
+
+
+def test_a_refresh_changes_only_the_groups_new_events_touch(warehouse, store):
+    """Late events for two old days of one service: only those (service, day) rows are in the
+    refresh, whatever the history around them."""
+    for n in range(30):
+        for service in ("a", "b"):
+            seed(warehouse, service, D1 - timedelta(days=n), "send", 4)
+    first = store.refresh_daily_stats_of(["a", "b"])
+    assert [len(first[s].days) for s in ("a", "b")] == [30, 30]
+    before = {s: store.daily_rows(s) for s in ("a", "b")}
+    late = at(D3, 23)
+    old = [D1 - timedelta(days=20), D1 - timedelta(days=7)]
+    for day in old:
+        seed(warehouse, "a", day, "bounce", 1, bounce_type="Transient", recorded_at=late)
+    refresh = store.refresh_daily_stats_of(["a", "b"])
+    assert (refresh["a"].days, refresh["a"].rows, refresh["b"].days) == (tuple(old), 2, ())
+    after = {s: store.daily_rows(s) for s in ("a", "b")}
+    changed = [row for row in after["a"] if row not in before["a"]]
+    assert [row[1] for row in changed] == old and after["b"] == before["b"]
+
+
+def test_a_service_without_a_watermark_is_rebuilt_from_scratch(warehouse, store):
+    seed(warehouse, "svc", D1, "send", 3)
+    store.refresh_daily_stats("svc")
+    with warehouse.connect() as con:
+        con.execute("DELETE FROM notify_events.analytics_watermarks")
+    again = store.refresh_daily_stats("svc")
+    assert again.full and again.days == (D1,)
+    assert _daily(store, "svc") == {D1: (3, 0, 0, 0, 0, 0, 0, 0)}
 
 
 def test_daily_stats_of_a_service_without_events(store):
@@ -137,3 +206,18 @@ def test_top_reasons_in_the_window(warehouse, store):
     top = store.top_reasons("svc", D3, 7)
     assert top.bounce == [("550 unknown user", 3), ("552 mailbox full", 1)]
     assert top.complaint == [("abuse", 2)]
+
+
+def test_stats_kept_before_daily_counted_are_rebuilt_once_exactly(warehouse, store):
+    """A deployment from before `daily_counted`: stats and watermarks, no counted events. Its
+    first refresh must not count an overlap event twice."""
+    mark = at(D1, 12)
+    seed(warehouse, "svc", D1, "send", 4, recorded_at=mark)
+    store.refresh_daily_stats("svc")
+    with warehouse.connect() as con:
+        con.execute("DROP TABLE notify_events.daily_counted")
+    seed(warehouse, "svc", D1, "send", 2, recorded_at=mark + timedelta(minutes=1), tag="new")
+    upgraded = DuckDBAnalytics(warehouse)
+    assert upgraded.refresh_daily_stats("svc").full
+    assert _daily(upgraded, "svc")[D1][0] == 6
+    assert {"svc": upgraded.daily_rows("svc")} == _rebuilt(warehouse, ["svc"])

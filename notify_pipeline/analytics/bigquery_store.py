@@ -1,9 +1,10 @@
 """The analytics store of the gcp profile: the SQL of `sql.py` run as BigQuery jobs.
 
 `daily_stats` is partitioned by `day` and `bounce_rates` by `as_of`, both clustered by service;
-the events table is partitioned by `occurred_at`, so retention deletes and day recomputes touch
-only the partitions they name. Each refresh is a few DML statements in an order that can be
-repeated: a crash leaves the watermark where it was, and the next run recomputes the same days.
+the events table is partitioned by `occurred_at`, so retention deletes touch only the partitions
+they name, and `daily_stats` recomputes only the partitions of the days new events touch. Each
+refresh is a few DML statements in an order that can be repeated: a crash leaves the watermarks
+where they were, and the next run recomputes the same (service, day) groups.
 """
 
 from __future__ import annotations
@@ -29,9 +30,12 @@ from notify_pipeline.analytics.store import (
     DailyRefresh,
     ServiceEventsSummary,
     TopReasons,
+    by_thresholds,
+    daily_params,
+    daily_refreshes,
     rate_params,
-    rate_row,
     stored_rate_row,
+    stored_rate_rows,
 )
 from notify_pipeline.registry import AlertThresholds
 from notify_pipeline.warehouse.base import service_table
@@ -59,13 +63,16 @@ TABLES: dict[str, tuple[list[bigquery.SchemaField], str | None]] = {
 Parameter = bigquery.ScalarQueryParameter | bigquery.ArrayQueryParameter
 
 
-def _parameter(name: str, value: Any) -> Parameter:
-    if isinstance(value, list):
-        return bigquery.ArrayQueryParameter(name, "DATE", value)
-    kind = ("BOOL" if isinstance(value, bool) else "INT64" if isinstance(value, int)
+def _kind(value: Any) -> str:
+    return ("BOOL" if isinstance(value, bool) else "INT64" if isinstance(value, int)
             else "FLOAT64" if isinstance(value, float) else "TIMESTAMP"
             if isinstance(value, datetime) else "DATE" if isinstance(value, date) else "STRING")
-    return bigquery.ScalarQueryParameter(name, kind, value)
+
+
+def _parameter(name: str, value: Any) -> Parameter:
+    if isinstance(value, list):  # of one type; an empty list is of strings
+        return bigquery.ArrayQueryParameter(name, _kind(value[0]) if value else "STRING", value)
+    return bigquery.ScalarQueryParameter(name, _kind(value), value)
 
 
 def _grant(policy: Any, grants: Sequence[Grant]) -> bool:
@@ -131,33 +138,42 @@ class BigQueryAnalytics(AnalyticsStore):
         return ServiceEventsSummary(f"{self._prefix}.{table}", {r[0]: int(r[1]) for r in rows},
                                     newest)
 
-    def refresh_daily_stats(self, service: str) -> DailyRefresh:
+    def refresh_daily_stats_of(self, services: Sequence[str]) -> dict[str, DailyRefresh]:
+        """Recompute (not add to) the (service, day) rows touched since the watermarks: BigQuery
+        takes query parameters in single statements only, and a recompute repeated after a
+        crash gives the same rows, where an addition would count events twice."""
         self.ensure_tables()
         d = self.dialect
-        mark = self._watermark(DAILY_STATS_WATERMARK, service)
-        since = mark - WATERMARK_OVERLAP if mark else EPOCH
-        until = self._one(sql.newest_recorded(d), {"service": service, "since": since})
-        if until is None:
-            return DailyRefresh((), 0, since, mark)
-        days = [r[0] for r in self._run(sql.touched_days(d),
-                                        {"service": service, "since": since, "until": until})]
-        if days:
-            self._run(sql.delete_daily(d), {"service": service, "days": days})
-            self._run(sql.insert_daily(d), {"service": service, **sql.days_params(days)})
-        if until != mark:
-            self._set_watermark(DAILY_STATS_WATERMARK, service, until)
-        return DailyRefresh(tuple(days), len(days), since, until)
+        services = sorted(set(services))
+        if not services:
+            return {}
+        marks = {r[0]: r[1] for r in self._run(sql.watermarks(d), {
+            "name": DAILY_STATS_WATERMARK, "services": services})}
+        fresh = [s for s in services if s not in marks]
+        if fresh:
+            self._run(sql.forget_services(d, "daily_stats"), {"services": fresh})
+        params = daily_params(services, marks, WATERMARK_OVERLAP)
+        groups = [tuple(r) for r in self._run(sql.touched_groups(d), params)]
+        refreshes = daily_refreshes(services, marks, groups, WATERMARK_OVERLAP)
+        if groups:
+            keys = {"services": sorted({g[0] for g in groups}),
+                    "groups": sql.group_keys([(g[0], g[1]) for g in groups])}
+            days = sorted({g[1] for g in groups})
+            self._run(sql.delete_groups(d), {**keys, "days": days})
+            self._run(sql.insert_groups(d), {**keys, **sql.days_params(days)})
+            self._run(sql.set_watermarks(d, sql.newest_by_service(d)), params)
+        return refreshes
 
-    def compute_rates(self, service: str, as_of: date, thresholds: AlertThresholds) -> RateRow:
+    def compute_rates_of(self, as_of: date, thresholds: Mapping[str, AlertThresholds]
+                         ) -> dict[str, RateRow]:
         self.ensure_tables()
         d = self.dialect
-        values = self._run(sql.rates(d), rate_params(service, as_of, thresholds))[0]
-        row = rate_row(service, as_of, thresholds.window_days, tuple(values))
-        self._run(sql.delete_rate(d), {"service": service, "as_of": as_of})
-        self._run(sql.insert_rate(d), {
-            name: getattr(row, name) for name in sql.RATE_COLUMNS} | {
-            "bounce_level": row.bounce_level.value, "complaint_level": row.complaint_level.value})
-        return row
+        services = sorted(thresholds)
+        self._run(sql.delete_rates(d), {"services": services, "as_of": as_of})
+        for alike, group in by_thresholds(thresholds).items():
+            self._run(sql.insert_rates(d), rate_params(group, as_of, alike))
+        rows = self._run(sql.rates_on(d), {"services": services, "as_of": as_of})
+        return stored_rate_rows(as_of, [tuple(r) for r in rows])
 
     def rate_on(self, service: str, as_of: date) -> RateRow | None:
         self.ensure_tables()

@@ -6,7 +6,7 @@ write the file), and dates are UTC days (the connection's time zone is set to UT
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -25,9 +25,13 @@ from notify_pipeline.analytics.store import (
     DailyRefresh,
     ServiceEventsSummary,
     TopReasons,
+    by_thresholds,
+    counted_after,
+    daily_params,
+    daily_refreshes,
     rate_params,
-    rate_row,
     stored_rate_row,
+    stored_rate_rows,
 )
 from notify_pipeline.registry import AlertThresholds
 from notify_pipeline.warehouse.base import service_table
@@ -47,9 +51,14 @@ CREATE TABLE IF NOT EXISTS {SCHEMA}.bounce_rates (
 CREATE TABLE IF NOT EXISTS {SCHEMA}.analytics_watermarks (
     name VARCHAR NOT NULL, service VARCHAR NOT NULL, recorded_at TIMESTAMPTZ NOT NULL
 );
+CREATE TABLE IF NOT EXISTS {SCHEMA}.daily_counted (
+    service VARCHAR NOT NULL, event_id VARCHAR NOT NULL, recorded_at TIMESTAMPTZ NOT NULL
+);
 """
 
 D = sql.DUCKDB
+# Each service's newest `recorded_at` in the delta (a temporary table of the refresh).
+_NEWEST = "(SELECT service, MAX(newest) AS recorded_at FROM daily_delta GROUP BY 1)"
 
 
 class DuckDBAnalytics(AnalyticsStore):
@@ -91,7 +100,13 @@ class DuckDBAnalytics(AnalyticsStore):
             return
         with self._use() as con:
             con.execute(DDL)
+            upgrade = not con.execute(
+                "SELECT 1 FROM information_schema.tables WHERE table_schema = ?"
+                " AND table_name = 'daily_counted'", [SCHEMA]).fetchall()
             con.execute(ANALYTICS_DDL)
+            if upgrade:  # stats kept before daily_counted: rebuild each service once, exactly
+                con.execute(f"DELETE FROM {SCHEMA}.analytics_watermarks WHERE name = ?",  # noqa: S608
+                            [DAILY_STATS_WATERMARK])
         self._ready = True
 
     def refresh_service_events(self, service: str) -> ServiceEventsSummary:
@@ -102,38 +117,49 @@ class DuckDBAnalytics(AnalyticsStore):
         newest = max((r[2] for r in rows), default=None)
         return ServiceEventsSummary(f"{SCHEMA}.{table}", {r[0]: int(r[1]) for r in rows}, newest)
 
-    def refresh_daily_stats(self, service: str) -> DailyRefresh:
+    def refresh_daily_stats_of(self, services: Sequence[str]) -> dict[str, DailyRefresh]:
         self.ensure_tables()
+        services = sorted(set(services))
+        if not services:
+            return {}
         with self._use() as con:
             con.execute("BEGIN TRANSACTION")
-            mark = _watermark(con, DAILY_STATS_WATERMARK, service)
-            since = mark - self._overlap if mark else EPOCH
-            until = _one(con, sql.newest_recorded(D), {"service": service, "since": since})
-            if until is None:
-                con.execute("COMMIT")
-                return DailyRefresh((), 0, since, mark)
-            days = [r[0] for r in con.execute(
-                sql.touched_days(D), {"service": service, "since": since, "until": until}
-            ).fetchall()]
-            if days:
-                con.execute(sql.delete_daily(D), {"service": service, "days": days})
-                con.execute(sql.insert_daily(D), {"service": service, **sql.days_params(days)})
-            if until != mark:
-                _set_watermark(con, DAILY_STATS_WATERMARK, service, until)
+            marks = dict(con.execute(sql.watermarks(D), {
+                "name": DAILY_STATS_WATERMARK, "services": services}).fetchall())
+            fresh = [s for s in services if s not in marks]
+            if fresh:
+                for table in ("daily_stats", "daily_counted"):
+                    con.execute(sql.forget_services(D, table), {"services": fresh})
+            params = daily_params(services, marks, self._overlap)
+            con.execute(f"CREATE OR REPLACE TEMP TABLE daily_delta AS {sql.daily_delta(D)}",
+                        params)
+            groups = con.execute("SELECT service, day, newest FROM daily_delta").fetchall()
+            refreshes = daily_refreshes(services, marks, groups, self._overlap)
+            if groups:
+                con.execute(sql.merge_daily(D, "daily_delta"))
+                con.execute(sql.remember_counted(D), {
+                    **params, "recent": counted_after(refreshes, self._overlap)})
+                con.execute(sql.set_watermarks(D, _NEWEST), {"name": DAILY_STATS_WATERMARK})
+                con.execute(sql.forget_counted(D), {
+                    "name": DAILY_STATS_WATERMARK, "overlap_us": params["overlap_us"],
+                    "moved": [s for s, r in refreshes.items() if r.days]})
+            con.execute("DROP TABLE daily_delta")
             con.execute("COMMIT")
-        return DailyRefresh(tuple(days), len(days), since, until)
+        return refreshes
 
-    def compute_rates(self, service: str, as_of: date, thresholds: AlertThresholds) -> RateRow:
+    def compute_rates_of(self, as_of: date, thresholds: Mapping[str, AlertThresholds]
+                         ) -> dict[str, RateRow]:
         self.ensure_tables()
+        services = sorted(thresholds)
         with self._use() as con:
             con.execute("BEGIN TRANSACTION")
-            values = con.execute(sql.rates(D), rate_params(service, as_of, thresholds)).fetchone()
-            assert values is not None  # an aggregate always returns one row
-            row = rate_row(service, as_of, thresholds.window_days, values)
-            con.execute(sql.delete_rate(D), {"service": service, "as_of": as_of})
-            con.execute(sql.insert_rate(D), _rate_values(row))
+            con.execute(sql.delete_rates(D), {"services": services, "as_of": as_of})
+            for alike, group in by_thresholds(thresholds).items():
+                con.execute(sql.insert_rates(D), rate_params(group, as_of, alike))
+            rows = con.execute(sql.rates_on(D), {"services": services, "as_of": as_of}
+                               ).fetchall()
             con.execute("COMMIT")
-        return row
+        return stored_rate_rows(as_of, rows)
 
     def rate_on(self, service: str, as_of: date) -> RateRow | None:
         self.ensure_tables()
@@ -225,7 +251,3 @@ def _set_watermark(con: duckdb.DuckDBPyConnection, name: str, service: str,
     con.execute(f"INSERT INTO {SCHEMA}.analytics_watermarks VALUES ($name, $service, $at)",  # noqa: S608
                 {**params, "at": recorded_at})
 
-
-def _rate_values(row: RateRow) -> dict[str, Any]:
-    return {name: getattr(row, name) for name in sql.RATE_COLUMNS} | {
-        "bounce_level": row.bounce_level.value, "complaint_level": row.complaint_level.value}

@@ -1,7 +1,8 @@
 """The analytics SQL, written once for both warehouses; a `Dialect` fills in what differs.
 
-Every statement reads or writes one service's rows and takes its values as query parameters;
-table names reach SQL only after `service_table` or the warehouse has validated them.
+Every statement reads or writes the rows of the services it is given (one statement for all of
+them, not one per service) and takes its values as query parameters; table names reach SQL only
+after `service_table` or the warehouse has validated them.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ class Dialect:
     day_template: str  # the UTC day of a timestamp column `{}`
     float_type: str
     in_list_template: str  # `{expr}` is one of the array parameter `{param}`
+    overlap_template: str  # the timestamp `{}` less the parameter `overlap_us` microseconds
+    services_template: str  # the array parameter `services` as rows of one column `service`
 
     def p(self, name: str) -> str:
         return self.param_prefix + name
@@ -56,6 +59,12 @@ class Dialect:
     def in_list(self, expr: str, param: str) -> str:
         return self.in_list_template.format(expr=expr, param=self.p(param))
 
+    def minus_overlap(self, expr: str) -> str:
+        return self.overlap_template.format(expr)
+
+    def services(self) -> str:
+        return self.services_template
+
 
 DUCKDB = Dialect(
     table=lambda name: f"notify_events.{name}",
@@ -63,12 +72,17 @@ DUCKDB = Dialect(
     day_template="CAST({} AS DATE)",
     float_type="DOUBLE",
     in_list_template="list_contains({param}, {expr})",
+    overlap_template="({} - to_microseconds($overlap_us))",
+    services_template="(SELECT unnest($services) AS service)",
 )
 
 
 def bigquery_dialect(table: Callable[[str], str]) -> Dialect:
-    return Dialect(table=table, param_prefix="@", day_template="DATE({})",
-                   float_type="FLOAT64", in_list_template="{expr} IN UNNEST({param})")
+    return Dialect(
+        table=table, param_prefix="@", day_template="DATE({})", float_type="FLOAT64",
+        in_list_template="{expr} IN UNNEST({param})",
+        overlap_template="TIMESTAMP_SUB({}, INTERVAL @overlap_us MICROSECOND)",
+        services_template="(SELECT service FROM UNNEST(@services) AS service)")
 
 
 def newest_recorded(d: Dialect) -> str:
@@ -79,24 +93,86 @@ def newest_recorded(d: Dialect) -> str:
     )
 
 
-def touched_days(d: Dialect) -> str:
-    """Days with events recorded in (since, until]. Params: service, since, until."""
+def watermarks(d: Dialect) -> str:
+    """The services' watermarks of one name. Params: name, services."""
     return (
-        f"SELECT DISTINCT {d.day('occurred_at')} AS day FROM {d.table('events')}"  # noqa: S608
-        f" WHERE service = {d.p('service')} AND recorded_at > {d.p('since')}"
-        f" AND recorded_at <= {d.p('until')} ORDER BY day"
+        f"SELECT service, MAX(recorded_at) FROM {d.table('analytics_watermarks')}"  # noqa: S608
+        f" WHERE name = {d.p('name')} AND {d.in_list('service', 'services')} GROUP BY service"
     )
 
 
-def _days_filter(d: Dialect, day: str) -> str:
-    """`day` is one of the array `days`; the range on `occurred_at` beside it lets DuckDB skip
-    row groups (zone maps) and BigQuery skip partitions, which an array test alone does not."""
-    return (f"occurred_at >= {d.p('from_ts')} AND occurred_at < {d.p('until_ts')}"
-            f" AND {d.in_list(day, 'days')}")
+def forget_services(d: Dialect, table: str) -> str:
+    """Every row of the services in `daily_stats` or `daily_counted`. Params: services."""
+    return f"DELETE FROM {d.table(table)} WHERE {d.in_list('service', 'services')}"  # noqa: S608
+
+
+def _new_events(d: Dialect, *, skip_counted: bool = True) -> str:
+    """The events of the services recorded after their watermark less the overlap and, with
+    `skip_counted`, not among the overlap's events already counted (`daily_counted`). The
+    constant lower bound `lower` (the earliest of those) lets DuckDB skip row groups by their
+    zone maps. Params: name, services, lower, overlap_us."""
+    counted = (
+        f" LEFT JOIN {d.table('daily_counted')} c"
+        " ON c.service = e.service AND c.event_id = e.event_id"
+    ) if skip_counted else ""
+    return (
+        f" FROM {d.table('events')} e"
+        f" LEFT JOIN {d.table('analytics_watermarks')} m"
+        f" ON m.name = {d.p('name')} AND m.service = e.service{counted}"
+        f" WHERE {d.in_list('e.service', 'services')} AND e.recorded_at > {d.p('lower')}"
+        f" AND (m.recorded_at IS NULL OR e.recorded_at > {d.minus_overlap('m.recorded_at')})"
+        + (" AND c.event_id IS NULL" if skip_counted else "")
+    )
+
+
+def _counts() -> str:
+    return ", ".join(
+        f"SUM(CASE WHEN {cond} THEN 1 ELSE 0 END) AS {name}" for name, cond in _DAILY_COUNTS.items()
+    )
+
+
+def touched_groups(d: Dialect) -> str:
+    """The (service, day) groups that events recorded since the watermarks (less the overlap)
+    touch, and the newest `recorded_at` of each. Params: those of `_new_events`."""
+    return (
+        f"SELECT e.service, {d.day('e.occurred_at')} AS day, MAX(e.recorded_at) AS newest"
+        f"{_new_events(d, skip_counted=False)} GROUP BY 1, 2"
+    )
+
+
+def group_keys(groups: list[tuple[str, date]]) -> list[str]:
+    """The `groups` parameter of the statements recomputing (service, day) groups."""
+    return [f"{service}/{day.isoformat()}" for service, day in groups]
+
+
+def _in_groups(d: Dialect, service: str, day: str) -> str:
+    return d.in_list(f"CONCAT({service}, '/', CAST({day} AS STRING))", "groups")
+
+
+def delete_groups(d: Dialect) -> str:
+    """Params: services, days, groups (`group_keys`)."""
+    return (
+        f"DELETE FROM {d.table('daily_stats')} WHERE {d.in_list('service', 'services')}"  # noqa: S608
+        f" AND {d.in_list('day', 'days')} AND {_in_groups(d, 'service', 'day')}"
+    )
+
+
+def insert_groups(d: Dialect) -> str:
+    """The groups recomputed from their events; the `occurred_at` range beside the list of
+    days lets BigQuery prune partitions (a list test alone prunes nothing). Params: services,
+    groups and `days_params`."""
+    day = d.day("occurred_at")
+    return (
+        f"INSERT INTO {d.table('daily_stats')} ({', '.join(DAILY_COLUMNS)})"  # noqa: S608
+        f" SELECT service, {day} AS day, {_counts()} FROM {d.table('events')}"
+        f" WHERE {d.in_list('service', 'services')} AND occurred_at >= {d.p('from_ts')}"
+        f" AND occurred_at < {d.p('until_ts')} AND {d.in_list(day, 'days')}"
+        f" AND {_in_groups(d, 'service', day)} GROUP BY 1, 2"
+    )
 
 
 def days_params(days: list[date]) -> dict[str, Any]:
-    """The parameters of `insert_daily` for recomputing `days` (at least one)."""
+    """The day parameters of `insert_groups` for recomputing `days` (at least one)."""
     first, last = min(days), max(days)
     return {
         "days": days,
@@ -105,25 +181,66 @@ def days_params(days: list[date]) -> dict[str, Any]:
     }
 
 
-def delete_daily(d: Dialect) -> str:
-    """Params: service, days."""
+def daily_delta(d: Dialect) -> str:
+    """What the uncounted events add to each (service, day) they touch, and the newest
+    `recorded_at` among them. Params: those of `_new_events`."""
     return (
-        f"DELETE FROM {d.table('daily_stats')} WHERE service = {d.p('service')}"  # noqa: S608
-        f" AND {d.in_list('day', 'days')}"
+        f"SELECT e.service AS service, {d.day('e.occurred_at')} AS day, {_counts()},"
+        f" MAX(e.recorded_at) AS newest{_new_events(d)} GROUP BY 1, 2"
     )
 
 
-def insert_daily(d: Dialect) -> str:
-    """The given days recomputed from the events. Params: service and `days_params`."""
-    counts = ", ".join(
-        f"SUM(CASE WHEN {cond} THEN 1 ELSE 0 END) AS {name}" for name, cond in _DAILY_COUNTS.items()
-    )
-    day = d.day("occurred_at")
+def merge_daily(d: Dialect, delta: str) -> str:
+    """Add the `delta` (a table or a parenthesised `daily_delta`) to the rows it touches;
+    insert the (service, day) rows it is the first of."""
+    added = ", ".join(f"{c} = t.{c} + s.{c}" for c in DAILY_COLUMNS[2:])
     return (
-        f"INSERT INTO {d.table('daily_stats')} ({', '.join(DAILY_COLUMNS)})"  # noqa: S608
-        f" SELECT service, {day} AS day, {counts} FROM {d.table('events')}"
-        f" WHERE service = {d.p('service')} AND {_days_filter(d, day)}"
-        f" GROUP BY service, {day}"
+        f"MERGE INTO {d.table('daily_stats')} t USING {delta} s"  # noqa: S608
+        f" ON t.service = s.service AND t.day = s.day WHEN MATCHED THEN UPDATE SET {added}"
+        f" WHEN NOT MATCHED THEN INSERT ({', '.join(DAILY_COLUMNS)})"
+        f" VALUES ({', '.join('s.' + c for c in DAILY_COLUMNS)})"
+    )
+
+
+def remember_counted(d: Dialect) -> str:
+    """Note the uncounted events recorded after `recent` (the earliest new watermark less the
+    overlap): the next refresh reads them again and must not count them twice. Params: those
+    of `_new_events`, recent."""
+    return (
+        f"INSERT INTO {d.table('daily_counted')} (service, event_id, recorded_at)"
+        f" SELECT e.service, e.event_id, e.recorded_at{_new_events(d)}"
+        f" AND e.recorded_at > {d.p('recent')}"
+    )
+
+
+def newest_by_service(d: Dialect) -> str:
+    """The newest `recorded_at` of each service's new events, for `set_watermarks`."""
+    return (f"(SELECT e.service AS service, MAX(e.recorded_at) AS recorded_at"
+            f"{_new_events(d, skip_counted=False)} GROUP BY 1)")
+
+
+def set_watermarks(d: Dialect, source: str) -> str:
+    """Move the watermarks to the newest `recorded_at` of `source` (rows of service,
+    recorded_at), never back: an event of the overlap may be older than its watermark.
+    Params: name, and those of `source`."""
+    return (
+        f"MERGE INTO {d.table('analytics_watermarks')} t USING {source} s"  # noqa: S608
+        f" ON t.name = {d.p('name')} AND t.service = s.service"
+        " WHEN MATCHED THEN UPDATE SET recorded_at = GREATEST(t.recorded_at, s.recorded_at)"
+        " WHEN NOT MATCHED THEN INSERT (name, service, recorded_at)"
+        f" VALUES ({d.p('name')}, s.service, s.recorded_at)"
+    )
+
+
+def forget_counted(d: Dialect) -> str:
+    """Drop the counted events now behind their service's watermark less the overlap (no
+    refresh reads them again). Params: name, moved (services), overlap_us."""
+    return (
+        f"DELETE FROM {d.table('daily_counted')} AS k"  # noqa: S608
+        f" WHERE {d.in_list('k.service', 'moved')}"
+        f" AND k.recorded_at <= (SELECT {d.minus_overlap('MAX(m.recorded_at)')}"
+        f" FROM {d.table('analytics_watermarks')} m WHERE m.name = {d.p('name')}"
+        " AND m.service = k.service)"
     )
 
 
@@ -135,39 +252,49 @@ def _level(d: Dialect, rate: str, warning: str, critical: str) -> str:
     )
 
 
-def rates(d: Dialect) -> str:
-    """The window's sums from `daily_stats`, the rates and the levels (DESIGN.md, Analytics).
-
-    Params: service, first_day, as_of, window_days, min_volume and the four thresholds."""
-    ratio = "CASE WHEN sent = 0 THEN 0.0 ELSE CAST({} AS " + d.float_type + ") / sent END"
+def delete_rates(d: Dialect) -> str:
+    """Params: services, as_of."""
     return (
-        "WITH totals AS ("  # noqa: S608
-        " SELECT COALESCE(SUM(sent), 0) AS sent,"
-        " COALESCE(SUM(bounced_permanent), 0) AS bounced,"
-        " COALESCE(SUM(complained), 0) AS complained"
-        f" FROM {d.table('daily_stats')} WHERE service = {d.p('service')}"
-        f" AND day >= {d.p('first_day')} AND day <= {d.p('as_of')}),"
-        f" ratios AS (SELECT sent, bounced, complained, {ratio.format('bounced')} AS bounce_rate,"
-        f" {ratio.format('complained')} AS complaint_rate FROM totals)"
-        " SELECT sent, bounced, complained, bounce_rate, complaint_rate,"
-        f" {_level(d, 'bounce_rate', 'bounce_warning', 'bounce_critical')} AS bounce_level,"
-        f" {_level(d, 'complaint_rate', 'complaint_warning', 'complaint_critical')}"
-        " AS complaint_level FROM ratios"
-    )
-
-
-def delete_rate(d: Dialect) -> str:
-    """Params: service, as_of."""
-    return (
-        f"DELETE FROM {d.table('bounce_rates')} WHERE service = {d.p('service')}"  # noqa: S608
+        f"DELETE FROM {d.table('bounce_rates')} WHERE {d.in_list('service', 'services')}"  # noqa: S608
         f" AND as_of = {d.p('as_of')}"
     )
 
 
-def insert_rate(d: Dialect) -> str:
-    """Params: every rate column."""
-    values = ", ".join(d.p(c) for c in RATE_COLUMNS)
-    return f"INSERT INTO {d.table('bounce_rates')} ({', '.join(RATE_COLUMNS)}) VALUES ({values})"  # noqa: S608
+def insert_rates(d: Dialect) -> str:
+    """One row per service (alert thresholds alike): the window's sums from `daily_stats`, the
+    rates and the levels (DESIGN.md, Analytics). Params: services, first_day, as_of,
+    window_days, min_volume and the four thresholds."""
+    ratio = "CASE WHEN sent = 0 THEN 0.0 ELSE CAST({} AS " + d.float_type + ") / sent END"
+    totals = (
+        "SELECT w.service, COALESCE(SUM(ds.sent), 0) AS sent,"  # noqa: S608
+        " COALESCE(SUM(ds.bounced_permanent), 0) AS bounced,"
+        " COALESCE(SUM(ds.complained), 0) AS complained"
+        f" FROM {d.services()} w LEFT JOIN {d.table('daily_stats')} ds"
+        f" ON ds.service = w.service AND ds.day >= {d.p('first_day')}"
+        f" AND ds.day <= {d.p('as_of')} GROUP BY w.service"
+    )
+    ratios = (
+        "SELECT service, sent, bounced, complained,"  # noqa: S608
+        f" {ratio.format('bounced')} AS bounce_rate,"
+        f" {ratio.format('complained')} AS complaint_rate FROM ({totals}) totals"
+    )
+    return (
+        f"INSERT INTO {d.table('bounce_rates')} ({', '.join(RATE_COLUMNS)})"  # noqa: S608
+        f" SELECT service, {d.p('as_of')}, {d.p('window_days')}, sent, bounced, complained,"
+        " bounce_rate, complaint_rate,"
+        f" {_level(d, 'bounce_rate', 'bounce_warning', 'bounce_critical')},"
+        f" {_level(d, 'complaint_rate', 'complaint_warning', 'complaint_critical')}"
+        f" FROM ({ratios}) ratios"
+    )
+
+
+def rates_on(d: Dialect) -> str:
+    """The services' `bounce_rates` rows of one day. Params: services, as_of."""
+    return (
+        "SELECT service, window_days, sent, bounced, complained, bounce_rate,"  # noqa: S608
+        f" complaint_rate, bounce_level, complaint_level FROM {d.table('bounce_rates')}"
+        f" WHERE {d.in_list('service', 'services')} AND as_of = {d.p('as_of')}"
+    )
 
 
 def rate_on(d: Dialect) -> str:

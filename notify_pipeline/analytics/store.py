@@ -19,7 +19,8 @@ from notify_pipeline.registry import AlertThresholds
 # The earliest watermark: before any event was recorded.
 EPOCH = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
 # Events whose `recorded_at` is stamped just before a slower writer commits may land behind the
-# watermark; days touched this long before it are recomputed again (recomputing is idempotent).
+# watermark; events recorded this long before it are read again, and those of them already
+# counted (kept in `daily_counted`) are not counted twice.
 WATERMARK_OVERLAP = timedelta(minutes=10)
 DAILY_STATS_WATERMARK = "daily_stats"
 BOUNCE_FORWARDING_WATERMARK = "bounce_forwarding"
@@ -40,7 +41,8 @@ class ServiceEventsSummary:
 
 @dataclass(frozen=True)
 class DailyRefresh:
-    """One incremental `daily_stats` refresh: the days recomputed and the new watermark."""
+    """One service's incremental `daily_stats` refresh: the days the new events touched (the
+    only rows changed) and the new watermark."""
 
     days: tuple[date, ...]
     rows: int
@@ -71,10 +73,55 @@ class TopReasons:
     complaint: list[tuple[str, int]] = field(default_factory=list)
 
 
-def rate_params(service: str, as_of: date, thresholds: AlertThresholds) -> dict[str, Any]:
-    """The parameters of `sql.rates`."""
+def daily_params(services: Sequence[str], marks: Mapping[str, datetime],
+                 overlap: timedelta) -> dict[str, Any]:
+    """The parameters of `sql.daily_delta` for `services`, whose watermarks are `marks`."""
+    since = [marks[s] - overlap if s in marks else EPOCH for s in services]
+    return {"name": DAILY_STATS_WATERMARK, "services": list(services), "lower": min(since),
+            "overlap_us": overlap // timedelta(microseconds=1)}
+
+
+def daily_refreshes(services: Sequence[str], marks: Mapping[str, datetime],
+                    groups: Sequence[tuple[Any, ...]], overlap: timedelta
+                    ) -> dict[str, DailyRefresh]:
+    """Each service's refresh from the (service, day, newest recorded_at) groups of the delta;
+    a watermark never moves back (an overlap event may be older than it)."""
+    days: dict[str, list[date]] = {s: [] for s in services}
+    newest: dict[str, datetime] = {}
+    for service, day, recorded in groups:
+        days[service].append(day)
+        newest[service] = max(recorded, newest.get(service, recorded))
+    refreshes = {}
+    for s in services:
+        mark = marks.get(s)
+        until = max(filter(None, (mark, newest.get(s))), default=None)
+        refreshes[s] = DailyRefresh(tuple(sorted(days[s])), len(days[s]),
+                                    mark - overlap if mark else EPOCH, until)
+    return refreshes
+
+
+def counted_after(refreshes: Mapping[str, DailyRefresh], overlap: timedelta) -> datetime:
+    """The `recent` of `sql.remember_counted`: the earliest new watermark of the services with
+    new events, less the overlap."""
+    return min(r.watermark for r in refreshes.values()
+               if r.days and r.watermark is not None) - overlap
+
+
+def by_thresholds(thresholds: Mapping[str, AlertThresholds]
+                  ) -> dict[AlertThresholds, list[str]]:
+    """Services grouped by alert thresholds: one rates statement per group."""
+    groups: dict[AlertThresholds, list[str]] = {}
+    for service in sorted(thresholds):
+        groups.setdefault(thresholds[service], []).append(service)
+    return groups
+
+
+def rate_params(services: Sequence[str], as_of: date, thresholds: AlertThresholds
+                ) -> dict[str, Any]:
+    """The parameters of `sql.insert_rates`."""
     return {
-        "service": service,
+        "services": list(services),
+        "window_days": thresholds.window_days,
         "first_day": window_start(as_of, thresholds.window_days),
         "as_of": as_of,
         "min_volume": thresholds.min_volume,
@@ -100,6 +147,11 @@ def stored_rate_row(service: str, as_of: date, values: tuple[Any, ...]) -> RateR
     return rate_row(service, as_of, int(values[0]), tuple(values[1:]))
 
 
+def stored_rate_rows(as_of: date, rows: Sequence[tuple[Any, ...]]) -> dict[str, RateRow]:
+    """The rows read back by `sql.rates_on` (service first, then as `stored_rate_row`)."""
+    return {row[0]: stored_rate_row(row[0], as_of, tuple(row[1:])) for row in rows}
+
+
 class AnalyticsStore(ABC):
     @abstractmethod
     def ensure_tables(self) -> None:
@@ -110,13 +162,22 @@ class AnalyticsStore(ABC):
         """(Re)define `events_<svc>` as exactly the service's rows; summarise it."""
 
     @abstractmethod
+    def refresh_daily_stats_of(self, services: Sequence[str]) -> dict[str, DailyRefresh]:
+        """Add the events recorded since each service's previous refresh to the (service, day)
+        rows they touch, and move the watermarks, in one set of statements for all the
+        services; a service's first refresh (no watermark) rebuilds its rows from scratch."""
+
     def refresh_daily_stats(self, service: str) -> DailyRefresh:
-        """Recompute the (service, day) rows of every day touched by events recorded since the
-        previous refresh, then move the watermark; the first refresh computes every day."""
+        return self.refresh_daily_stats_of([service])[service]
 
     @abstractmethod
+    def compute_rates_of(self, as_of: date, thresholds: Mapping[str, AlertThresholds]
+                         ) -> dict[str, RateRow]:
+        """Each service's window ending on `as_of` (with its thresholds), from `daily_stats`;
+        replaces the services' rows of that day. One statement per set of thresholds."""
+
     def compute_rates(self, service: str, as_of: date, thresholds: AlertThresholds) -> RateRow:
-        """The window ending on `as_of`, from `daily_stats`; replaces that day's row."""
+        return self.compute_rates_of(as_of, {service: thresholds})[service]
 
     @abstractmethod
     def rate_on(self, service: str, as_of: date) -> RateRow | None:

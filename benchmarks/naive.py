@@ -20,10 +20,23 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import formatdate, make_msgid
 from pathlib import Path
+from typing import Any
 
 import dkim
 
 HEADERS = [b"from", b"to", b"subject", b"date", b"message-id", b"mime-version", b"content-type"]
+
+
+def message_bytes(request: dict[str, Any], sender: str, domain: str) -> bytes:
+    """The request as the standard library renders it, unsigned (the floor sender reuses it)."""
+    msg = EmailMessage()
+    msg["From"] = f"Lookup Notices <{sender}>"
+    msg["To"] = ", ".join(request["to"])
+    msg["Subject"] = request["subject"]
+    msg["Date"] = formatdate(localtime=False)
+    msg["Message-ID"] = make_msgid(domain=domain)
+    msg.set_content(request["text"])
+    return msg.as_bytes(policy=SMTP)
 
 
 def send_all(requests: list[Path], *, port: int, pem: bytes, domain: str, selector: str) -> int:
@@ -31,14 +44,7 @@ def send_all(requests: list[Path], *, port: int, pem: bytes, domain: str, select
     with smtplib.SMTP("127.0.0.1", port, timeout=30) as smtp:
         for path in requests:
             request = json.loads(path.read_bytes())
-            msg = EmailMessage()
-            msg["From"] = f"Lookup Notices <{sender}>"
-            msg["To"] = ", ".join(request["to"])
-            msg["Subject"] = request["subject"]
-            msg["Date"] = formatdate(localtime=False)
-            msg["Message-ID"] = make_msgid(domain=domain)
-            msg.set_content(request["text"])
-            raw = msg.as_bytes(policy=SMTP)
+            raw = message_bytes(request, sender, domain)
             signature = dkim.sign(raw, selector.encode(), domain.encode(), pem,
                                   include_headers=HEADERS)
             smtp.sendmail(sender, request["to"], signature + raw)

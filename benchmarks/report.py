@@ -99,9 +99,37 @@ def render(e2e: dict[str, Any], latency: dict[str, Any], memory: dict[str, Any])
         "|---:|---:|---:|---:|",
         *(f"| {r['messages']:,} | {r['per_second']} | {r['peak_rss_mb']} MB |"
           f" {r['peak_tree_rss_mb']} MB |" for r in memory["runs"]),
+        "",
+        *_targets(e2e, latency, memory),
         END,
     ]
     return "\n".join(lines)
+
+
+def _targets(e2e: dict[str, Any], latency: dict[str, Any], memory: dict[str, Any]) -> list[str]:
+    """The performance targets against this run's figures, so the verdicts are regenerated too."""
+    ratios, p95 = e2e["ratios"], latency["latency_seconds"].get("p95")
+    runs = sorted(memory["runs"], key=lambda r: r["messages"])
+    growth = runs[-1]["peak_rss_mb"] / runs[0]["peak_rss_mb"] - 1
+    tree = runs[-1]["peak_tree_rss_mb"] / runs[0]["peak_tree_rss_mb"] - 1
+    at = f"{e2e['messages']:,} messages{' (quick)' if e2e['quick'] else ''}"
+    rows = [
+        ("pipeline/floor >= 1.0", f"{ratios['pipeline/floor']} at {at}",
+         ratios["pipeline/floor"] >= 1.0),
+        ("pipeline/limit >= 0.30 (stretch 0.45)", f"{ratios['pipeline/limit']} at {at}",
+         ratios["pipeline/limit"] >= 0.30),
+        ("pipeline/naive >= 3", f"{ratios['pipeline/naive']} at {at}",
+         ratios["pipeline/naive"] >= 3),
+        (f"latency p95 <= 1 s at {latency['rate_per_second']} message/s, default settings",
+         f"{p95} s ({latency['delivered']}/{latency['messages']} delivered)",
+         p95 is not None and p95 <= 1.0),
+        (f"peak RSS flat (±20%) from {runs[0]['messages']:,} to {runs[-1]['messages']:,}"
+         " messages", f"driver {growth:+.1%}, driver + workers {tree:+.1%}",
+         abs(growth) <= 0.20),
+    ]
+    return ["### Against the targets", "", "| target | measured | met |", "|---|---|---|",
+            *(f"| {what} | {value} | {'yes' if met else '**no**'} |" for what, value, met in rows),
+            ""]
 
 
 PEER_NAMES = {

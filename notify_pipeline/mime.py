@@ -26,7 +26,7 @@ from email.headerregistry import (
 )
 from email.message import EmailMessage
 from email.policy import SMTP, Policy
-from email.utils import formataddr
+from email.utils import format_datetime, formataddr
 from typing import Any
 from urllib.parse import quote
 
@@ -162,6 +162,63 @@ def render(envelope: Envelope, *, date: datetime, message_id_header: str) -> byt
     """The message as CRLF-terminated bytes, ready for DKIM signing. Bcc never appears."""
     if date.tzinfo is None:
         raise ValueError("date must be timezone-aware")
+    simple = render_simple(envelope, date=date, message_id_header=message_id_header)
+    if simple is not None:
+        return simple
+    return render_stdlib(envelope, date=date, message_id_header=message_id_header)
+
+
+# The shapes `render_simple` writes itself: plain dot-atom addresses, ASCII text with single
+# spaces inside, a Message-ID as `make_message_id_header` makes it.
+_SIMPLE_DOMAIN = r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"
+_SIMPLE_ADDRESS = re.compile(rf"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*@{_SIMPLE_DOMAIN}")
+_SIMPLE_TEXT = re.compile(r"(?:[!-~]+(?: [!-~]+)*)?")
+_SIMPLE_MESSAGE_ID = re.compile(rf"<[0-9a-f]+@{_SIMPLE_DOMAIN}>")
+# Shorter than the 78 characters at which either of the stdlib's folders starts folding.
+_SIMPLE_LINE = 76
+_SIMPLE_BODY_LINE = 78  # `set_content` writes 7bit while no line is longer (POLICY.max_line_length)
+
+
+def render_simple(envelope: Envelope, *, date: datetime, message_id_header: str) -> bytes | None:
+    """The bytes `render_stdlib` gives, written directly, for the commonest shape; else None.
+
+    A text-only message with plain addresses and short ASCII headers needs none of the
+    stdlib's quoting, encoding or folding, and building it through `EmailMessage` is most of a
+    message's rendering cost. Anything outside that shape returns None and takes the stdlib
+    path; `tests/test_mime_simple.py` proves the two byte-identical.
+    """
+    text = envelope.text
+    if (text is None or envelope.html is not None or envelope.attachments or envelope.headers
+            or not envelope.to or not text.isascii()):
+        return None
+    addresses = (envelope.from_address, *envelope.to, *envelope.cc, *envelope.reply_to)
+    if not (all(_SIMPLE_ADDRESS.fullmatch(a) for a in addresses)
+            and _SIMPLE_TEXT.fullmatch(envelope.from_display)
+            and _SIMPLE_TEXT.fullmatch(envelope.subject)
+            and _SIMPLE_MESSAGE_ID.fullmatch(message_id_header)
+            and _ENCODED_WORD_START not in envelope.from_display + envelope.subject):
+        return None
+    lines = [f"From: {formataddr((envelope.from_display, envelope.from_address))}",
+             f"To: {', '.join(envelope.to)}"]
+    if envelope.cc:
+        lines.append(f"Cc: {', '.join(envelope.cc)}")
+    if envelope.reply_to:
+        lines.append(f"Reply-To: {', '.join(envelope.reply_to)}")
+    lines += [f"Subject: {envelope.subject}", f"Date: {format_datetime(date)}",
+              f"Message-ID: {message_id_header}"]
+    if any(len(line) > _SIMPLE_LINE for line in lines):
+        return None
+    body = text.encode("ascii").splitlines()
+    if any(len(line) > _SIMPLE_BODY_LINE for line in body):
+        return None
+    head = "\r\n".join([*lines, "MIME-Version: 1.0", 'Content-Type: text/plain; charset="utf-8"',
+                         "Content-Transfer-Encoding: 7bit", "", ""])
+    payload = b"".join(line + b"\r\n" for line in body) if body else b"\r\n"
+    return head.encode("ascii") + payload
+
+
+def render_stdlib(envelope: Envelope, *, date: datetime, message_id_header: str) -> bytes:
+    """The message built through the stdlib's `EmailMessage`: every shape, every encoding."""
     msg = EmailMessage(policy=POLICY)
     _add_headers(msg, envelope, date, message_id_header)
     _add_body(msg, envelope)

@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import Iterable
 from datetime import datetime
+from email.contentmanager import _encode_text  # type: ignore[attr-defined]
 from email.header import Header
 from email.headerregistry import (
     Address,
@@ -176,20 +177,22 @@ _SIMPLE_TEXT = re.compile(r"(?:[!-~]+(?: [!-~]+)*)?")
 _SIMPLE_MESSAGE_ID = re.compile(rf"<[0-9a-f]+@{_SIMPLE_DOMAIN}>")
 # Shorter than the 78 characters at which either of the stdlib's folders starts folding.
 _SIMPLE_LINE = 76
-_SIMPLE_BODY_LINE = 78  # `set_content` writes 7bit while no line is longer (POLICY.max_line_length)
+_LINE_END = re.compile(r"\r\n|\r|\n")  # what the generator writes as CRLF
 
 
 def render_simple(envelope: Envelope, *, date: datetime, message_id_header: str) -> bytes | None:
     """The bytes `render_stdlib` gives, written directly, for the commonest shape; else None.
 
     A text-only message with plain addresses and short ASCII headers needs none of the
-    stdlib's quoting, encoding or folding, and building it through `EmailMessage` is most of a
-    message's rendering cost. Anything outside that shape returns None and takes the stdlib
-    path; `tests/test_mime_simple.py` proves the two byte-identical.
+    stdlib's header quoting, encoding or folding, and building it through `EmailMessage` is
+    most of a message's rendering cost. The body is encoded by the function `set_content` uses
+    (`email.contentmanager._encode_text`: 7bit, quoted-printable or base64 by the same
+    heuristics), so it is the stdlib's by construction. Anything outside that shape returns
+    None and takes the stdlib path; `tests/test_mime_simple.py` proves the two byte-identical.
     """
     text = envelope.text
     if (text is None or envelope.html is not None or envelope.attachments or envelope.headers
-            or not envelope.to or not text.isascii()):
+            or not envelope.to):
         return None
     addresses = (envelope.from_address, *envelope.to, *envelope.cc, *envelope.reply_to)
     if not (all(_SIMPLE_ADDRESS.fullmatch(a) for a in addresses)
@@ -208,13 +211,10 @@ def render_simple(envelope: Envelope, *, date: datetime, message_id_header: str)
               f"Message-ID: {message_id_header}"]
     if any(len(line) > _SIMPLE_LINE for line in lines):
         return None
-    body = text.encode("ascii").splitlines()
-    if any(len(line) > _SIMPLE_BODY_LINE for line in body):
-        return None
-    head = "\r\n".join([*lines, "MIME-Version: 1.0", 'Content-Type: text/plain; charset="utf-8"',
-                         "Content-Transfer-Encoding: 7bit", "", ""])
-    payload = b"".join(line + b"\r\n" for line in body) if body else b"\r\n"
-    return head.encode("ascii") + payload
+    cte, payload = _encode_text(text, "utf-8", None, POLICY)
+    head = [*lines, "MIME-Version: 1.0", 'Content-Type: text/plain; charset="utf-8"',
+            f"Content-Transfer-Encoding: {cte}", ""]
+    return "\r\n".join([*head, _LINE_END.sub("\r\n", payload)]).encode("ascii")
 
 
 def render_stdlib(envelope: Envelope, *, date: datetime, message_id_header: str) -> bytes:

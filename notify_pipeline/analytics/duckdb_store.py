@@ -26,10 +26,10 @@ from notify_pipeline.analytics.store import (
     ServiceEventsSummary,
     TopReasons,
     by_thresholds,
-    counted_after,
-    daily_params,
     daily_refreshes,
+    moved_watermarks,
     rate_params,
+    since_marks,
     stored_rate_row,
     stored_rate_rows,
 )
@@ -57,8 +57,6 @@ CREATE TABLE IF NOT EXISTS {SCHEMA}.daily_counted (
 """
 
 D = sql.DUCKDB
-# Each service's newest `recorded_at` in the delta (a temporary table of the refresh).
-_NEWEST = "(SELECT service, MAX(newest) AS recorded_at FROM daily_delta GROUP BY 1)"
 
 
 class DuckDBAnalytics(AnalyticsStore):
@@ -118,46 +116,57 @@ class DuckDBAnalytics(AnalyticsStore):
         return ServiceEventsSummary(f"{SCHEMA}.{table}", {r[0]: int(r[1]) for r in rows}, newest)
 
     def refresh_daily_stats_of(self, services: Sequence[str]) -> dict[str, DailyRefresh]:
+        """One transaction whose only joins are with the counted events and the touched rows;
+        per-service bounds are list lookups, since DuckDB plans a list filter as a join and each
+        join costs about a millisecond whatever its size."""
         self.ensure_tables()
         services = sorted(set(services))
         if not services:
             return {}
         with self._use() as con:
             con.execute("BEGIN TRANSACTION")
-            marks = dict(con.execute(sql.watermarks(D), {
-                "name": DAILY_STATS_WATERMARK, "services": services}).fetchall())
+            marks = _marks(con, DAILY_STATS_WATERMARK, services)
             fresh = [s for s in services if s not in marks]
             if fresh:
                 for table in ("daily_stats", "daily_counted"):
                     con.execute(sql.forget_services(D, table), {"services": fresh})
-            params = daily_params(services, marks, self._overlap)
+            since = since_marks(services, marks, self._overlap)
+            # lives until the connection closes or the next refresh replaces it (few rows)
             con.execute(f"CREATE OR REPLACE TEMP TABLE daily_delta AS {sql.daily_delta(D)}",
-                        params)
+                        {"services": services, "since": since, "lower": min(since)})
             groups = con.execute("SELECT service, day, newest FROM daily_delta").fetchall()
             refreshes = daily_refreshes(services, marks, groups, self._overlap)
             if groups:
                 con.execute(sql.merge_daily(D, "daily_delta"))
-                con.execute(sql.remember_counted(D), {
-                    **params, "recent": counted_after(refreshes, self._overlap)})
-                con.execute(sql.set_watermarks(D, _NEWEST), {"name": DAILY_STATS_WATERMARK})
-                con.execute(sql.forget_counted(D), {
-                    "name": DAILY_STATS_WATERMARK, "overlap_us": params["overlap_us"],
-                    "moved": [s for s, r in refreshes.items() if r.days]})
-            con.execute("DROP TABLE daily_delta")
+                self._move(con, moved_watermarks(refreshes), marks)
             con.execute("COMMIT")
         return refreshes
+
+    def _move(self, con: duckdb.DuckDBPyConnection, new: Mapping[str, datetime],
+              old: Mapping[str, datetime]) -> None:
+        """Every event the refresh saw is counted: note afresh those a later refresh reads again
+        (recorded after the new watermark less the overlap), and move the watermarks."""
+        moved = sorted(new)
+        cut = [new[s] - self._overlap for s in moved]
+        con.execute(sql.forget_counted(D), {"moved": moved})
+        con.execute(sql.remember_counted(D), {"moved": moved, "cut": cut, "recent": min(cut)})
+        for statement, group in ((sql.update_watermarks(D), [s for s in moved if s in old]),
+                                 (sql.insert_watermarks(D), [s for s in moved if s not in old])):
+            if group:
+                con.execute(statement, {"name": DAILY_STATS_WATERMARK, "moved": group,
+                                        "marks": [new[s] for s in group]})
 
     def compute_rates_of(self, as_of: date, thresholds: Mapping[str, AlertThresholds]
                          ) -> dict[str, RateRow]:
         self.ensure_tables()
         services = sorted(thresholds)
+        rows = []
         with self._use() as con:
             con.execute("BEGIN TRANSACTION")
             con.execute(sql.delete_rates(D), {"services": services, "as_of": as_of})
             for alike, group in by_thresholds(thresholds).items():
-                con.execute(sql.insert_rates(D), rate_params(group, as_of, alike))
-            rows = con.execute(sql.rates_on(D), {"services": services, "as_of": as_of}
-                               ).fetchall()
+                rows += con.execute(sql.insert_rates_returning(D),
+                                    rate_params(group, as_of, alike)).fetchall()
             con.execute("COMMIT")
         return stored_rate_rows(as_of, rows)
 
@@ -234,6 +243,17 @@ class DuckDBAnalytics(AnalyticsStore):
 def _one(con: duckdb.DuckDBPyConnection, statement: str, params: dict[str, Any]) -> Any:
     row = con.execute(statement, params).fetchone()
     return row[0] if row else None
+
+
+def _marks(con: duckdb.DuckDBPyConnection, name: str, services: Sequence[str]
+           ) -> dict[str, datetime]:
+    """The services' watermarks of one name (the newest, should a service have two rows)."""
+    wanted = set(services)
+    marks: dict[str, datetime] = {}
+    for service, recorded_at in con.execute(sql.all_watermarks(D), {"name": name}).fetchall():
+        if service in wanted:
+            marks[service] = max(recorded_at, marks.get(service, recorded_at))
+    return marks
 
 
 def _watermark(con: duckdb.DuckDBPyConnection, name: str, service: str) -> datetime | None:

@@ -47,6 +47,7 @@ class Dialect:
     day_template: str  # the UTC day of a timestamp column `{}`
     float_type: str
     in_list_template: str  # `{expr}` is one of the array parameter `{param}`
+    count_template: str  # how many rows of the group meet the condition `{}`
     overlap_template: str  # the timestamp `{}` less the parameter `overlap_us` microseconds
     services_template: str  # the array parameter `services` as rows of one column `service`
 
@@ -58,6 +59,9 @@ class Dialect:
 
     def in_list(self, expr: str, param: str) -> str:
         return self.in_list_template.format(expr=expr, param=self.p(param))
+
+    def count_if(self, condition: str) -> str:
+        return self.count_template.format(condition)
 
     def minus_overlap(self, expr: str) -> str:
         return self.overlap_template.format(expr)
@@ -71,7 +75,9 @@ DUCKDB = Dialect(
     param_prefix="$",
     day_template="CAST({} AS DATE)",
     float_type="DOUBLE",
-    in_list_template="list_contains({param}, {expr})",
+    # a scalar test: DuckDB plans `list_contains` of a list parameter as a join
+    in_list_template="list_position({param}, {expr}) IS NOT NULL",
+    count_template="count(*) FILTER (WHERE {})",
     overlap_template="({} - to_microseconds($overlap_us))",
     services_template="(SELECT unnest($services) AS service)",
 )
@@ -81,6 +87,7 @@ def bigquery_dialect(table: Callable[[str], str]) -> Dialect:
     return Dialect(
         table=table, param_prefix="@", day_template="DATE({})", float_type="FLOAT64",
         in_list_template="{expr} IN UNNEST({param})",
+        count_template="SUM(CASE WHEN {} THEN 1 ELSE 0 END)",
         overlap_template="TIMESTAMP_SUB({}, INTERVAL @overlap_us MICROSECOND)",
         services_template="(SELECT service FROM UNNEST(@services) AS service)")
 
@@ -106,29 +113,21 @@ def forget_services(d: Dialect, table: str) -> str:
     return f"DELETE FROM {d.table(table)} WHERE {d.in_list('service', 'services')}"  # noqa: S608
 
 
-def _new_events(d: Dialect, *, skip_counted: bool = True) -> str:
-    """The events of the services recorded after their watermark less the overlap and, with
-    `skip_counted`, not among the overlap's events already counted (`daily_counted`). The
-    constant lower bound `lower` (the earliest of those) lets DuckDB skip row groups by their
-    zone maps. Params: name, services, lower, overlap_us."""
-    counted = (
-        f" LEFT JOIN {d.table('daily_counted')} c"
-        " ON c.service = e.service AND c.event_id = e.event_id"
-    ) if skip_counted else ""
+def _new_events(d: Dialect) -> str:
+    """The events of the services recorded after their watermark less the overlap. The constant
+    lower bound `lower` (the earliest of those) lets the warehouse skip what is older (zone
+    maps, partitions). Params: name, services, lower, overlap_us."""
     return (
         f" FROM {d.table('events')} e"
         f" LEFT JOIN {d.table('analytics_watermarks')} m"
-        f" ON m.name = {d.p('name')} AND m.service = e.service{counted}"
+        f" ON m.name = {d.p('name')} AND m.service = e.service"
         f" WHERE {d.in_list('e.service', 'services')} AND e.recorded_at > {d.p('lower')}"
         f" AND (m.recorded_at IS NULL OR e.recorded_at > {d.minus_overlap('m.recorded_at')})"
-        + (" AND c.event_id IS NULL" if skip_counted else "")
     )
 
 
-def _counts() -> str:
-    return ", ".join(
-        f"SUM(CASE WHEN {cond} THEN 1 ELSE 0 END) AS {name}" for name, cond in _DAILY_COUNTS.items()
-    )
+def _counts(d: Dialect) -> str:
+    return ", ".join(f"{d.count_if(cond)} AS {name}" for name, cond in _DAILY_COUNTS.items())
 
 
 def touched_groups(d: Dialect) -> str:
@@ -136,7 +135,7 @@ def touched_groups(d: Dialect) -> str:
     touch, and the newest `recorded_at` of each. Params: those of `_new_events`."""
     return (
         f"SELECT e.service, {d.day('e.occurred_at')} AS day, MAX(e.recorded_at) AS newest"
-        f"{_new_events(d, skip_counted=False)} GROUP BY 1, 2"
+        f"{_new_events(d)} GROUP BY 1, 2"
     )
 
 
@@ -164,7 +163,7 @@ def insert_groups(d: Dialect) -> str:
     day = d.day("occurred_at")
     return (
         f"INSERT INTO {d.table('daily_stats')} ({', '.join(DAILY_COLUMNS)})"  # noqa: S608
-        f" SELECT service, {day} AS day, {_counts()} FROM {d.table('events')}"
+        f" SELECT service, {day} AS day, {_counts(d)} FROM {d.table('events')}"
         f" WHERE {d.in_list('service', 'services')} AND occurred_at >= {d.p('from_ts')}"
         f" AND occurred_at < {d.p('until_ts')} AND {d.in_list(day, 'days')}"
         f" AND {_in_groups(d, 'service', day)} GROUP BY 1, 2"
@@ -181,12 +180,35 @@ def days_params(days: list[date]) -> dict[str, Any]:
     }
 
 
-def daily_delta(d: Dialect) -> str:
-    """What the uncounted events add to each (service, day) they touch, and the newest
-    `recorded_at` among them. Params: those of `_new_events`."""
+def all_watermarks(d: Dialect) -> str:
+    """Every service's watermark of one name (DuckDB: a few rows, filtered by the caller; a
+    filter on a list of services would cost a join). Params: name."""
     return (
-        f"SELECT e.service AS service, {d.day('e.occurred_at')} AS day, {_counts()},"
-        f" MAX(e.recorded_at) AS newest{_new_events(d)} GROUP BY 1, 2"
+        f"SELECT service, recorded_at FROM {d.table('analytics_watermarks')}"  # noqa: S608
+        f" WHERE name = {d.p('name')}"
+    )
+
+
+def _of_service(d: Dialect, values: str, services: str, service: str) -> str:
+    """DuckDB: the element of the list parameter `values` at the position of `service` in the
+    list parameter `services` (NULL for another service): a per-service bound with no join."""
+    return f"{d.p(values)}[list_position({d.p(services)}, {service})]"
+
+
+def daily_delta(d: Dialect) -> str:
+    """DuckDB: what the uncounted events add to each (service, day) they touch, and the newest
+    `recorded_at` among them. The events are those of the services recorded after their own
+    `since`, less those counted already (`daily_counted`); the constant lower bound `lower` (the
+    earliest `since`) lets DuckDB skip row groups by their zone maps. Params: services, since
+    (a list beside `services`), lower."""
+    return (
+        f"SELECT e.service AS service, {d.day('e.occurred_at')} AS day, {_counts(d)},"  # noqa: S608
+        f" MAX(e.recorded_at) AS newest FROM {d.table('events')} e"
+        f" LEFT JOIN {d.table('daily_counted')} c"
+        " ON c.service = e.service AND c.event_id = e.event_id"
+        f" WHERE e.recorded_at > {d.p('lower')}"
+        f" AND e.recorded_at > {_of_service(d, 'since', 'services', 'e.service')}"
+        " AND c.event_id IS NULL GROUP BY 1, 2"
     )
 
 
@@ -202,21 +224,32 @@ def merge_daily(d: Dialect, delta: str) -> str:
     )
 
 
-def remember_counted(d: Dialect) -> str:
-    """Note the uncounted events recorded after `recent` (the earliest new watermark less the
-    overlap): the next refresh reads them again and must not count them twice. Params: those
-    of `_new_events`, recent."""
+def forget_counted(d: Dialect) -> str:
+    """DuckDB: the counted events of the services whose watermark moves (`remember_counted`
+    notes them afresh). Params: moved (services)."""
     return (
-        f"INSERT INTO {d.table('daily_counted')} (service, event_id, recorded_at)"
-        f" SELECT e.service, e.event_id, e.recorded_at{_new_events(d)}"
-        f" AND e.recorded_at > {d.p('recent')}"
+        f"DELETE FROM {d.table('daily_counted')}"  # noqa: S608
+        f" WHERE {d.in_list('service', 'moved')}"
+    )
+
+
+def remember_counted(d: Dialect) -> str:
+    """DuckDB: once a refresh has counted every event it sees, the events a later refresh reads
+    again are those recorded after the new watermark less the overlap (`cut`); note them, so
+    they are not counted twice. Params: moved (services), cut (a list beside them), recent
+    (the earliest cut, for the zone maps)."""
+    return (
+        f"INSERT INTO {d.table('daily_counted')} (service, event_id, recorded_at)"  # noqa: S608
+        f" SELECT service, event_id, recorded_at FROM {d.table('events')}"
+        f" WHERE recorded_at > {d.p('recent')}"
+        f" AND recorded_at > {_of_service(d, 'cut', 'moved', 'service')}"
     )
 
 
 def newest_by_service(d: Dialect) -> str:
     """The newest `recorded_at` of each service's new events, for `set_watermarks`."""
     return (f"(SELECT e.service AS service, MAX(e.recorded_at) AS recorded_at"
-            f"{_new_events(d, skip_counted=False)} GROUP BY 1)")
+            f"{_new_events(d)} GROUP BY 1)")
 
 
 def set_watermarks(d: Dialect, source: str) -> str:
@@ -232,15 +265,22 @@ def set_watermarks(d: Dialect, source: str) -> str:
     )
 
 
-def forget_counted(d: Dialect) -> str:
-    """Drop the counted events now behind their service's watermark less the overlap (no
-    refresh reads them again). Params: name, moved (services), overlap_us."""
+def update_watermarks(d: Dialect) -> str:
+    """DuckDB: move the services' watermarks (rows they have) to the given times, computed by
+    the caller and never earlier than before. Params: name, moved (services), marks (a list
+    beside them)."""
     return (
-        f"DELETE FROM {d.table('daily_counted')} AS k"  # noqa: S608
-        f" WHERE {d.in_list('k.service', 'moved')}"
-        f" AND k.recorded_at <= (SELECT {d.minus_overlap('MAX(m.recorded_at)')}"
-        f" FROM {d.table('analytics_watermarks')} m WHERE m.name = {d.p('name')}"
-        " AND m.service = k.service)"
+        f"UPDATE {d.table('analytics_watermarks')}"  # noqa: S608
+        f" SET recorded_at = {_of_service(d, 'marks', 'moved', 'service')}"
+        f" WHERE name = {d.p('name')} AND {d.in_list('service', 'moved')}"
+    )
+
+
+def insert_watermarks(d: Dialect) -> str:
+    """DuckDB: the first watermarks of services. Params: name, moved, marks."""
+    return (
+        f"INSERT INTO {d.table('analytics_watermarks')} (name, service, recorded_at)"
+        f" SELECT {d.p('name')}, unnest({d.p('moved')}), unnest({d.p('marks')})"
     )
 
 
@@ -265,13 +305,16 @@ def insert_rates(d: Dialect) -> str:
     rates and the levels (DESIGN.md, Analytics). Params: services, first_day, as_of,
     window_days, min_volume and the four thresholds."""
     ratio = "CASE WHEN sent = 0 THEN 0.0 ELSE CAST({} AS " + d.float_type + ") / sent END"
+    window = (
+        "SELECT service, sent, bounced_permanent AS bounced, complained"  # noqa: S608
+        f" FROM {d.table('daily_stats')} WHERE {d.in_list('service', 'services')}"
+        f" AND day >= {d.p('first_day')} AND day <= {d.p('as_of')}"
+    )
+    # a zero row per service, so a service with no stats in the window still gets its row
     totals = (
-        "SELECT w.service, COALESCE(SUM(ds.sent), 0) AS sent,"  # noqa: S608
-        " COALESCE(SUM(ds.bounced_permanent), 0) AS bounced,"
-        " COALESCE(SUM(ds.complained), 0) AS complained"
-        f" FROM {d.services()} w LEFT JOIN {d.table('daily_stats')} ds"
-        f" ON ds.service = w.service AND ds.day >= {d.p('first_day')}"
-        f" AND ds.day <= {d.p('as_of')} GROUP BY w.service"
+        "SELECT service, SUM(sent) AS sent, SUM(bounced) AS bounced,"  # noqa: S608
+        f" SUM(complained) AS complained FROM ({window}"
+        f" UNION ALL SELECT service, 0, 0, 0 FROM {d.services()} w) days GROUP BY service"
     )
     ratios = (
         "SELECT service, sent, bounced, complained,"  # noqa: S608
@@ -288,11 +331,20 @@ def insert_rates(d: Dialect) -> str:
     )
 
 
+# A `bounce_rates` row as `stored_rate_rows` reads it.
+_RATE_READ = ("service, window_days, sent, bounced, complained, bounce_rate, complaint_rate,"
+              " bounce_level, complaint_level")
+
+
+def insert_rates_returning(d: Dialect) -> str:
+    """DuckDB: `insert_rates` handing back the rows it inserts (no second read)."""
+    return f"{insert_rates(d)} RETURNING {_RATE_READ}"
+
+
 def rates_on(d: Dialect) -> str:
     """The services' `bounce_rates` rows of one day. Params: services, as_of."""
     return (
-        "SELECT service, window_days, sent, bounced, complained, bounce_rate,"  # noqa: S608
-        f" complaint_rate, bounce_level, complaint_level FROM {d.table('bounce_rates')}"
+        f"SELECT {_RATE_READ} FROM {d.table('bounce_rates')}"  # noqa: S608
         f" WHERE {d.in_list('service', 'services')} AND as_of = {d.p('as_of')}"
     )
 

@@ -75,10 +75,17 @@ class TopReasons:
 
 def daily_params(services: Sequence[str], marks: Mapping[str, datetime],
                  overlap: timedelta) -> dict[str, Any]:
-    """The parameters of `sql.daily_delta` for `services`, whose watermarks are `marks`."""
-    since = [marks[s] - overlap if s in marks else EPOCH for s in services]
-    return {"name": DAILY_STATS_WATERMARK, "services": list(services), "lower": min(since),
+    """The parameters of `sql.touched_groups` for `services`, whose watermarks are `marks`."""
+    return {"name": DAILY_STATS_WATERMARK, "services": list(services),
+            "lower": min(since_marks(services, marks, overlap)),
             "overlap_us": overlap // timedelta(microseconds=1)}
+
+
+def since_marks(services: Sequence[str], marks: Mapping[str, datetime], overlap: timedelta
+                ) -> list[datetime]:
+    """Where each service's refresh reads from: its watermark less the overlap (the epoch
+    without one)."""
+    return [marks[s] - overlap if s in marks else EPOCH for s in services]
 
 
 def daily_refreshes(services: Sequence[str], marks: Mapping[str, datetime],
@@ -100,11 +107,9 @@ def daily_refreshes(services: Sequence[str], marks: Mapping[str, datetime],
     return refreshes
 
 
-def counted_after(refreshes: Mapping[str, DailyRefresh], overlap: timedelta) -> datetime:
-    """The `recent` of `sql.remember_counted`: the earliest new watermark of the services with
-    new events, less the overlap."""
-    return min(r.watermark for r in refreshes.values()
-               if r.days and r.watermark is not None) - overlap
+def moved_watermarks(refreshes: Mapping[str, DailyRefresh]) -> dict[str, datetime]:
+    """The services whose refresh counted new events, and their new watermarks."""
+    return {s: r.watermark for s, r in refreshes.items() if r.days and r.watermark is not None}
 
 
 def by_thresholds(thresholds: Mapping[str, AlertThresholds]

@@ -1,7 +1,7 @@
 """Run the fault matrix, the hostile-input checks and (optionally) the soak; rewrite the results
 section of docs/reliability.md.
 
-    python -m benchmarks.reliability                    # faults + hostile input (~3-5 min)
+    python -m benchmarks.reliability                    # faults + hostile input (~5 min)
     python -m benchmarks.reliability --soak 100000      # and the soak at 100,000 (~15 min more)
     python -m benchmarks.reliability --examples 20000   # a longer property run
 
@@ -34,7 +34,7 @@ END = "<!-- results:end -->"
 PROPERTIES = "tests/test_properties.py"
 HOSTILE_BATCHES = ("tests/test_pipeline.py::"
                    "test_each_hostile_request_is_one_reject_beside_delivered_ones")
-FUZZ_RUNS = 20_000
+FUZZ_RUNS = 5_000
 
 
 def faults() -> list[dict[str, Any]]:
@@ -46,7 +46,7 @@ def faults() -> list[dict[str, Any]]:
                     for case in fault_matrix.CASES]
 
 
-def hostile(examples: int) -> list[dict[str, Any]]:
+def hostile(examples: int, fuzz_runs: int = FUZZ_RUNS) -> list[dict[str, Any]]:
     """The hypothesis properties (their examples counted), the hostile requests each in a batch
     of their own, and a coverage-guided fuzz run of `decide`."""
     env = {**os.environ, "NOTIFY_PROPERTY_EXAMPLES": str(examples), "PYTHONPATH": str(REPO)}
@@ -59,7 +59,7 @@ def hostile(examples: int) -> list[dict[str, Any]]:
     tried = _hostile_count()
     rows.append({"case": "hostile requests, each in a batch between two valid ones",
                  "tried": tried, "held": tried if passed else 0, "lost": 0 if passed else tried})
-    rows.append(_fuzz())
+    rows.append(_fuzz(fuzz_runs))
     return rows
 
 
@@ -88,15 +88,15 @@ def _hostile_count() -> int:
     return len(hostile_cases(Requests()))  # type: ignore[arg-type]
 
 
-def _fuzz() -> dict[str, Any]:
+def _fuzz(runs: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="notify-fuzz-") as tmp:
         done = subprocess.run(
-            [sys.executable, "-m", "tests.fuzz_decide", f"-runs={FUZZ_RUNS}", "-seed=1",
+            [sys.executable, "-m", "tests.fuzz_decide", f"-runs={runs}", "-seed=1",
              f"-artifact_prefix={tmp}/"],
             cwd=REPO, capture_output=True, text=True, timeout=3600, check=False)
         crashes = len(list(Path(tmp).iterdir()))
-    runs = re.search(r"Done (\d+) runs", done.stderr)
-    tried = int(runs.group(1)) if runs else FUZZ_RUNS
+    found = re.search(r"Done (\d+) runs", done.stderr)
+    tried = int(found.group(1)) if found else runs
     lost = crashes or int(done.returncode != 0)
     return {"case": "atheris: `decide` on mutated requests (seed 1)", "tried": tried,
             "held": tried - lost, "lost": lost}
@@ -208,12 +208,14 @@ def main() -> None:
     parser.add_argument("--soak", type=int, metavar="N", help="also run the soak with N messages")
     parser.add_argument("--examples", type=int, default=200,
                         help="hypothesis examples per property (default 200, as in CI)")
+    parser.add_argument("--fuzz-runs", type=int, default=FUZZ_RUNS,
+                        help=f"atheris runs of `decide` (default {FUZZ_RUNS:,})")
     args = parser.parse_args()
     previous = json.loads(RAW.read_text()) if RAW.exists() else {}
     before = [round(x, 2) for x in os.getloadavg()]
     started = time.monotonic()
-    results: dict[str, Any] = {"machine": machine(), "load_before": before,
-                               "faults": faults(), "hostile": hostile(args.examples)}
+    results: dict[str, Any] = {"machine": machine(), "load_before": before, "faults": faults(),
+                               "hostile": hostile(args.examples, args.fuzz_runs)}
     results["soak"] = soak(args.soak) if args.soak else previous.get("soak")
     results["load_after"] = [round(x, 2) for x in os.getloadavg()]
     results["measured"] = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"

@@ -22,11 +22,17 @@ if TYPE_CHECKING:
 
 
 
+log = logging.getLogger(__name__)
+PENDING_COUNTED = 10_000  # events_pending counts the outbox up to this many
+
+
 def cmd_process(args: argparse.Namespace, settings: Settings) -> int:
+    """Exit 1 when a run failed or events could not reach the warehouse (stderr says why); the
+    summary is printed either way."""
     with _sink_if_needed(settings), _quiet_unless(args.verbose):
         totals = process_once(settings, log_level="DEBUG" if args.verbose else "ERROR")
     print(json.dumps(totals, indent=2, sort_keys=True))
-    return 0
+    return 1 if totals["failed_runs"] or totals["events_pending"] else 0
 
 
 @contextmanager
@@ -82,7 +88,11 @@ def process_once(
     run it asks for to completion, in process, until it asks for nothing new.
 
     A pass takes each batch at most once: a batch handed back for a retry waits for the next.
-    `log_level` is that of the runs' Dagster console log.
+    A run that fails (the warehouse unreachable when its events are written, say) is logged
+    and counted in `failed_runs`, and the pass goes on with the other runs: whatever the failed
+    run had delivered is in the ledger, its events in the ledger outbox. `events_pending`
+    counts the events still there at the end, for a later pass to write. `log_level` is that of
+    the runs' Dagster console log.
     """
     import dagster as dg
 
@@ -118,12 +128,15 @@ def process_once(
                     config = {**request.run_config,
                               "loggers": {"console": {"config": {"log_level": log_level}}}}
                     outcome = job.execute_in_process(
-                        run_config=config, instance=instance, tags=request.tags
+                        run_config=config, instance=instance, tags=request.tags,
+                        raise_on_error=False,
                     )
                     _tally(outcome, totals)
-    totals.events += _flush_leftovers(drain)
+    written, pending = _flush_leftovers(drain)
+    totals.events += written
     data = totals.as_dict()
-    del data["staged"], data["errors"]
+    data["failed_runs"], data["events_pending"] = data.pop("errors"), pending
+    del data["staged"]
     return data
 
 
@@ -144,22 +157,40 @@ def _work_of(request: Any) -> str:
 
 
 def _tally(outcome: Any, totals: Totals) -> None:
-    """Add one run's outputs; `events` counts events written to the warehouse."""
+    """Add the outputs of one run's steps that succeeded; `events` counts events written to
+    the warehouse, `errors` failed runs."""
     from notify_pipeline.run import BatchSummary
 
-    if outcome.dagster_run.job_name == "deliver_batch":
-        totals.add_batch(BatchSummary.from_dict(outcome.output_for_node("deliver")))
-        totals.events += outcome.output_for_node("record_events")
-    elif outcome.dagster_run.job_name == "record_provider_events":
-        totals.events += outcome.output_for_node("flush_outbox")
+    steps = {"deliver_batch": ("deliver", "record_events"),
+             "record_provider_events": (None, "flush_outbox")}
+    deliver, record = steps.get(outcome.dagster_run.job_name, (None, None))
+    done = {event.step_key for event in outcome.all_node_events if event.is_step_success}
+    if deliver in done:
+        totals.add_batch(BatchSummary.from_dict(outcome.output_for_node(deliver)))
+    if record in done:
+        totals.events += outcome.output_for_node(record)
+    if not outcome.success:
+        totals.errors += 1
+        failures = [e.step_failure_data.error for e in outcome.all_node_events
+                    if e.is_step_failure and e.step_failure_data.error is not None]
+        why = failures[0].message.strip() if failures else "see the run's log"
+        log.error("run %s (%s) failed: %s", outcome.run_id, outcome.dagster_run.job_name, why)
 
 
-def _flush_leftovers(settings: Settings) -> int:
-    """Write any events still in the outbox (e.g. from a run that stopped after delivering)."""
+def _flush_leftovers(settings: Settings) -> tuple[int, int]:
+    """Write any events still in the outbox (e.g. from a run that stopped after delivering);
+    returns (events written, events left in the outbox because the warehouse refused them,
+    counted up to `PENDING_COUNTED`)."""
     from notify_pipeline.run import flush_events
 
     with deployment_resources(settings, "ledger", "warehouse") as built:
-        return flush_events(built.ledger, built.warehouse.open())
+        try:
+            return flush_events(built.ledger, built.warehouse.open()), 0
+        except Exception as exc:  # the warehouse's own errors: any type its client raises
+            pending = len(built.ledger.pending_events(PENDING_COUNTED))
+            log.error("writing events to the warehouse failed; %d event(s) wait in the ledger"
+                      " outbox for the next pass: %s", pending, exc)
+            return 0, pending
 
 
 @contextmanager

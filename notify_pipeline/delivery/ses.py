@@ -29,6 +29,7 @@ from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from notify_pipeline import aws
+from notify_pipeline.delivery.backoff import jittered_backoff
 from notify_pipeline.delivery.base import HandoffResult, OutgoingMessage, Transport
 from notify_pipeline.errors import (
     AmbiguousHandoffError,
@@ -144,7 +145,7 @@ class SesTransport(Transport):
 
     SES errors, by what to do next (the codes are in the class's tables):
     - throttling (`TooManyRequestsException`, `Throttling`, `LimitExceededException`, any 429)
-      and 5xx: retried here with exponential backoff, then `RetryableDeliveryError`.
+      and 5xx: retried here with exponential backoff and jitter, then `RetryableDeliveryError`.
     - the message itself is refused (`BadRequestException`, `MessageRejected` - which includes an
       unverified From identity - and `MailFromDomainNotVerifiedException`, a per-domain setting):
       `PermanentDeliveryError`, never retried; the pipeline records `failure`.
@@ -282,7 +283,7 @@ class SesTransport(Transport):
         return _Verdict.UNAVAILABLE, detail  # e.g. no credentials: an operator's problem
 
     def _backoff(self, attempt: int) -> float:
-        return float(min(self.backoff_seconds * 2 ** (attempt - 1), self.max_backoff_seconds))
+        return jittered_backoff(attempt, base=self.backoff_seconds, cap=self.max_backoff_seconds)
 
     def _log_retry(self, message: OutgoingMessage, attempt: int, detail: str) -> None:
         logger.warning(

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from functools import partial
 
 from notify_pipeline.defaults import SMTP_TIMEOUT_SECONDS
+from notify_pipeline.delivery.backoff import jittered_backoff
 from notify_pipeline.delivery.base import HandoffResult, OutgoingMessage, Transport
 from notify_pipeline.delivery.smtp_wire import (
     Ambiguous,
@@ -282,7 +283,7 @@ class SmtpTransport(Transport):
             conn.close()
 
     def _backoff(self, attempts: int) -> float:
-        return float(min(self.backoff_seconds * 2 ** (attempts - 1), _MAX_BACKOFF_SECONDS))
+        return jittered_backoff(attempts, base=self.backoff_seconds, cap=_MAX_BACKOFF_SECONDS)
 
     def _where(self) -> str:
         return f"SMTP {self.host}:{self.port}"

@@ -36,6 +36,8 @@ OWNER_TAG = "notify/owner"
 # When a worker run means to stop (an ISO 8601 UTC time): the sensor starts its successor a
 # little before, so the hand-over leaves no gap.
 ENDS_AT_TAG = "notify/ends_at"
+# Which of the NOTIFY_DELIVERY_WORKERS slots a worker run fills (see sensors/worker.py).
+SLOT_TAG = "notify/worker_slot"
 
 
 class BatchConfig(dg.Config):

@@ -87,7 +87,7 @@ def test_notify_up_delivers_through_the_worker_run_and_stops_everything_on_sigte
         second = started_worker(instance, 180)
         assert second.run_id != first.run_id
         assert second.tags["dagster/sensor_name"] == "delivery_worker_sensor"
-        assert second.tags["dagster/run_key"] == "worker.1"
+        assert second.tags["dagster/run_key"] == "worker.0.1"
         local.enqueue(local.request(id="up-4"))
         wait_for(lambda: len(local.maildir()) == 3, 60, "the next worker's delivery")
         wait_for(lambda: batch_lines(instance, second.run_id)["delivered"] == 1, 30,

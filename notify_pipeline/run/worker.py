@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import suppress
+from datetime import datetime
 
 from notify_pipeline.events import utcnow
 from notify_pipeline.faults import crashpoint
@@ -32,6 +33,17 @@ log = logging.getLogger(__name__)
 MAX_BATCHES_PER_PASS = 20
 # The longest pause after passes that keep failing (e.g. the ledger is unreachable).
 MAX_FAILURE_PAUSE_SECONDS = 30.0
+# How long a worker's staging turn holds if it dies while staging (see `staging_turn`).
+STAGING_TURN_SECONDS = 60.0
+
+
+def staging_turn(now: datetime) -> str:
+    """The ledger lease that gives one worker at a time, in whatever process or pod, the turn to
+    stage. Two stagers could list and copy the same waiting requests (the ledger would still
+    deliver each once, but every copy costs a transfer, a claim and a retry delay). Named by
+    UTC day, so the lease's take counter stays small; at midnight two may stage for one pass.
+    """
+    return f"staging-turn.{now:%Y%m%d}"
 
 def stage_batches(inbox: Inbox, *, max_items: int, max_age_seconds: float) -> list[str]:
     """Stage as many full (or old enough) batches as are waiting, up to a per-pass bound."""
@@ -133,8 +145,7 @@ class _Worker:
         are running into fewer, larger batches, but a request reaching an idle worker has
         nothing to wait for, so it goes after one poll.
         """
-        staged = len(stage_batches(self.inbox, max_items=max_items,
-                                   max_age_seconds=0.0 if self._idle else max_age_seconds))
+        staged = self._stage(max_items, 0.0 if self._idle else max_age_seconds)
         self.totals.staged += staged
         worked = False
         self._refreshed()  # so a registry change is seen (and a broken one reported) when idle
@@ -153,6 +164,20 @@ class _Worker:
             self._flush()  # raises again if the warehouse is still away: the pass backs off
         self._idle = not (staged or worked)
         return worked
+
+    def _stage(self, max_items: int, max_age_seconds: float) -> int:
+        """Stage in this worker's turn; 0 while another worker has it (its batches are then
+        ready for this one to take all the same)."""
+        ledger, now = self._open()[0], utcnow()
+        turn = staging_turn(now)
+        if ledger.acquire_batch(turn, owner=self.owner, lease_seconds=STAGING_TURN_SECONDS,
+                                now=now) is None:
+            return 0
+        try:
+            return len(stage_batches(self.inbox, max_items=max_items,
+                                     max_age_seconds=max_age_seconds))
+        finally:
+            ledger.release_batch(turn, owner=self.owner, retry_after_seconds=0.0, now=utcnow())
 
     def _run_batch(self, batch_id: str) -> bool:
         """Run one batch and flush its events; True if any of its requests reached an outcome.

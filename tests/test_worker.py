@@ -41,7 +41,7 @@ from notify_pipeline.ledger.base import Ledger, current_owner
 from notify_pipeline.profiles import resources_for
 from notify_pipeline.resources import DeploymentResource
 from notify_pipeline.run import Totals, flush_events, run_worker, stage_batches
-from notify_pipeline.run.worker import staging_turn
+from notify_pipeline.run.worker import in_turn, staging_turn
 from notify_pipeline.sensors.inbox import inbox_sensor
 from notify_pipeline.sensors.worker import (
     ACTIVE_STATUSES,
@@ -309,6 +309,15 @@ def test_while_another_worker_has_the_staging_turn_a_worker_runs_batches_but_sta
                            max_seconds=1.0)
     assert freed.staged == 2 and freed.delivered == 2
     assert delivered_ids(local) == Counter({"m1": 1, "m2": 1, "m3": 1})
+
+
+def test_workers_take_the_ready_batches_in_turns_of_their_own_and_each_takes_all():
+    batches = [f"b{n:02d}" for n in range(20)]
+    firsts = {in_turn(batches, current_owner(f"worker-{n}"))[0] for n in range(8)}
+    for n in range(8):
+        assert sorted(in_turn(batches, current_owner(f"worker-{n}"))) == batches
+    assert len(firsts) > 1, "not every worker starts with the oldest batch"
+    assert in_turn([], current_owner("w")) == []
 
 
 SECOND_OWNER = """

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from contextlib import suppress
 from datetime import datetime
@@ -59,6 +60,16 @@ def ready_batches(inbox: Inbox, ledger: Ledger) -> list[str]:
     """Staged batches no live owner holds and whose retry delay has passed, oldest first."""
     now = utcnow()
     return [b for b in inbox.batches() if ledger.batch_status(b, now=now).ready]
+
+
+def in_turn(batches: list[str], owner: str) -> list[str]:
+    """`batches` started at a place of the owner's own: workers listing the same ready batches
+    then take different ones first, instead of all racing for the oldest and all but one
+    finding it taken."""
+    if not batches:
+        return batches
+    start = zlib.crc32(owner.encode()) % len(batches)
+    return batches[start:] + batches[:start]
 
 
 def run_worker(
@@ -149,7 +160,7 @@ class _Worker:
         self.totals.staged += staged
         worked = False
         self._refreshed()  # so a registry change is seen (and a broken one reported) when idle
-        for batch_id in ready_batches(self.inbox, self._open()[0]):
+        for batch_id in in_turn(ready_batches(self.inbox, self._open()[0]), self.owner):
             if stop.is_set() or time.monotonic() >= deadline:
                 break
             try:

@@ -112,6 +112,8 @@ class Settings(BaseSettings):
     delivery_workers: int = Field(default=d.DELIVERY_WORKERS, ge=1, le=64)
     worker_poll_seconds: float = Field(default=d.WORKER_POLL_SECONDS, gt=0)
     worker_max_seconds: float = Field(default=d.WORKER_MAX_SECONDS, gt=0)
+    # Finished Dagster runs older than this are deleted daily (0: kept for ever).
+    run_retention_days: int = Field(default=d.RUN_RETENTION_DAYS, ge=0)
 
     @property
     def sends_via_ses(self) -> bool:

@@ -254,7 +254,7 @@ def deliver_batch() -> None:
 
 @dg.job(
     description="Stage the inbox and deliver every batch as it becomes ready, in one long-lived"
-    " run; `delivery_worker_sensor` keeps one going.",
+    " run; `delivery_worker_sensor` keeps NOTIFY_DELIVERY_WORKERS of them going.",
     executor_def=dg.in_process_executor,
     tags={"notify/kind": "worker"},
 )

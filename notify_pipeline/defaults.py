@@ -38,7 +38,9 @@ LIMIT_PER_MINUTE: Final = 0
 LIMIT_PER_DAY: Final = 0
 WARMUP_SCHEDULE: Final = tuple(50 * 2**day for day in range(12))
 
-# The long-lived delivery worker run
+# The long-lived delivery worker runs, and how many go at once
+DELIVERY_WORKERS: Final = 1
+RUN_RETENTION_DAYS: Final = 90  # finished Dagster runs kept this long
 WORKER_POLL_SECONDS: Final = 0.25
 WORKER_MAX_SECONDS: Final = 3600.0
 

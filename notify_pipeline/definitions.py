@@ -11,6 +11,7 @@ from notify_pipeline.configuration import load_settings
 from notify_pipeline.jobs import deliver_batch, delivery_worker, record_provider_events
 from notify_pipeline.profiles import resources_for
 from notify_pipeline.registry import RegistryError, load_registry
+from notify_pipeline.run_retention import run_retention, run_retention_daily
 from notify_pipeline.sensors.inbox import inbox_sensor
 from notify_pipeline.sensors.provider_events import provider_events_sensor
 from notify_pipeline.sensors.registry import registry_sensor
@@ -23,7 +24,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     resources = resources_for(settings)
     sensors = [inbox_sensor, registry_sensor, services_sensor]
     jobs: list[dg.JobDefinition | dg.UnresolvedAssetJobDefinition] = [
-        deliver_batch, delivery_worker, *JOBS]
+        deliver_batch, delivery_worker, run_retention, *JOBS]
     if settings.delivery_worker:
         sensors.append(delivery_worker_sensor)
     if "provider_events" in resources:  # SES event notifications: the gcp profile only
@@ -32,7 +33,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
         assets=_with_owners(settings),
         jobs=jobs,
-        schedules=SCHEDULES,
+        schedules=[*SCHEDULES, run_retention_daily],
         sensors=sensors,
         resources=resources,
     )

@@ -36,6 +36,8 @@ OWNER_TAG = "notify/owner"
 # When a worker run means to stop (an ISO 8601 UTC time): the sensor starts its successor a
 # little before, so the hand-over leaves no gap.
 ENDS_AT_TAG = "notify/ends_at"
+# Which of the NOTIFY_DELIVERY_WORKERS slots a worker run fills (see sensors/worker.py).
+SLOT_TAG = "notify/worker_slot"
 
 
 class BatchConfig(dg.Config):
@@ -252,7 +254,7 @@ def deliver_batch() -> None:
 
 @dg.job(
     description="Stage the inbox and deliver every batch as it becomes ready, in one long-lived"
-    " run; `delivery_worker_sensor` keeps one going.",
+    " run; `delivery_worker_sensor` keeps NOTIFY_DELIVERY_WORKERS of them going.",
     executor_def=dg.in_process_executor,
     tags={"notify/kind": "worker"},
 )

@@ -52,6 +52,8 @@ def _common(s: Settings) -> dict[str, Any]:
             max_request_bytes=s.max_request_bytes,
             worker_poll_seconds=s.worker_poll_seconds,
             worker_max_seconds=s.worker_max_seconds,
+            delivery_workers=s.delivery_workers,
+            run_retention_days=s.run_retention_days,
             via_ses=s.sends_via_ses,
             limit_per_minute=s.limit_per_minute,
             limit_per_day=s.limit_per_day,

@@ -84,6 +84,8 @@ class DeploymentResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     max_request_bytes: int = d.MAX_REQUEST_BYTES
     worker_poll_seconds: float = d.WORKER_POLL_SECONDS
     worker_max_seconds: float = d.WORKER_MAX_SECONDS
+    delivery_workers: int = d.DELIVERY_WORKERS
+    run_retention_days: int = d.RUN_RETENTION_DAYS
     via_ses: bool = False  # SPF then names Amazon SES
     limit_per_minute: int = d.LIMIT_PER_MINUTE
     limit_per_day: int = d.LIMIT_PER_DAY

@@ -106,10 +106,14 @@ class Settings(BaseSettings):
     export_days: int = Field(default=90, ge=1)
     sheets_folder_id: str = ""  # gcp: the Shared Drive folder holding one Sheet per service
 
-    # One long-lived delivery_worker run instead of a run per batch (see sensors/worker.py).
+    # Long-lived delivery_worker runs instead of a run per batch (see sensors/worker.py):
+    # this many at once, each in its own process (a pod under the Kubernetes run launcher).
     delivery_worker: bool = True
+    delivery_workers: int = Field(default=d.DELIVERY_WORKERS, ge=1, le=64)
     worker_poll_seconds: float = Field(default=d.WORKER_POLL_SECONDS, gt=0)
     worker_max_seconds: float = Field(default=d.WORKER_MAX_SECONDS, gt=0)
+    # Finished Dagster runs older than this are deleted daily (0: kept for ever).
+    run_retention_days: int = Field(default=d.RUN_RETENTION_DAYS, ge=0)
 
     @property
     def sends_via_ses(self) -> bool:

@@ -20,7 +20,7 @@ def test_definitions_graph_snapshot(local):
     dg.Definitions.validate_loadable(defs)
     assert sorted(j.name for j in defs.resolve_all_job_defs() if not j.name.startswith("__")) == [
         "analytics_rates", "analytics_tables", "deliver_batch", "delivery_worker",
-        "dns_records_refresh"], "record_provider_events belongs to the gcp profile"
+        "dns_records_refresh", "run_retention"], "record_provider_events belongs to the gcp profile"
     assert [s.name for s in defs.sensors or []] == [
         "inbox_sensor", "registry_sensor", "services_sensor", "delivery_worker_sensor"
     ], "no provider events locally"

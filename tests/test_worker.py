@@ -36,10 +36,12 @@ from notify_pipeline.definitions import build_definitions
 from notify_pipeline.events import utcnow
 from notify_pipeline.inbox.base import InboxItem
 from notify_pipeline.inbox.local import LocalInbox
-from notify_pipeline.jobs import ENDS_AT_TAG, OWNER_TAG, build_pipeline, delivery_worker
+from notify_pipeline.jobs import ENDS_AT_TAG, OWNER_TAG, SLOT_TAG, build_pipeline, delivery_worker
 from notify_pipeline.ledger.base import Ledger, current_owner
 from notify_pipeline.profiles import resources_for
+from notify_pipeline.resources import DeploymentResource
 from notify_pipeline.run import Totals, flush_events, run_worker, stage_batches
+from notify_pipeline.run.worker import in_turn, staging_turn
 from notify_pipeline.sensors.inbox import inbox_sensor
 from notify_pipeline.sensors.worker import (
     ACTIVE_STATUSES,
@@ -286,12 +288,45 @@ def test_a_batch_held_by_another_live_owner_is_left_alone(local, sink):
     assert delivered_ids(local) == Counter({"m1": 1, "m2": 1})
 
 
+def test_while_another_worker_has_the_staging_turn_a_worker_runs_batches_but_stages_none(
+        local, sink):
+    enqueue(local, "m1", "m2", "m3")
+    with worker_parts(local, batch_max_size=1) as parts:
+        inbox = parts["inbox"]
+        inbox.stage(max_items=1, max_age_seconds=0, now=utcnow())  # staged before the turn
+        other, stager = parts["open_ledger"](), current_owner("other-worker")
+        try:
+            turn = staging_turn(utcnow())
+            assert other.acquire_batch(turn, owner=stager, lease_seconds=300, now=utcnow())
+            held = run_worker(**parts, owner=current_owner("worker"), poll_seconds=0.05,
+                              max_seconds=1.0)
+            assert held.staged == 0 and held.delivered == 1, "it ran what was already staged"
+            assert inbox.waiting() == 2, "and left staging to the turn's holder"
+            other.release_batch(turn, owner=stager, retry_after_seconds=0, now=utcnow())
+        finally:
+            other.close()
+        freed = run_worker(**parts, owner=current_owner("worker"), poll_seconds=0.05,
+                           max_seconds=1.0)
+    assert freed.staged == 2 and freed.delivered == 2
+    assert delivered_ids(local) == Counter({"m1": 1, "m2": 1, "m3": 1})
+
+
+def test_workers_take_the_ready_batches_in_turns_of_their_own_and_each_takes_all():
+    batches = [f"b{n:02d}" for n in range(20)]
+    firsts = {in_turn(batches, current_owner(f"worker-{n}"))[0] for n in range(8)}
+    for n in range(8):
+        assert sorted(in_turn(batches, current_owner(f"worker-{n}"))) == batches
+    assert len(firsts) > 1, "not every worker starts with the oldest batch"
+    assert in_turn([], current_owner("w")) == []
+
+
 SECOND_OWNER = """
 import json, sys
 import dagster as dg
 from notify_pipeline.jobs import build_pipeline
 from notify_pipeline.ledger.base import current_owner
 from notify_pipeline.profiles import resources_for
+from notify_pipeline.resources import DeploymentResource
 from notify_pipeline.settings import Settings
 from notify_pipeline.run import run_worker
 
@@ -423,7 +458,8 @@ def test_delivery_worker_job_delivers_logs_each_batch_and_reports_totals(local, 
 
 
 def _worker_run(instance: dg.DagsterInstance, status: dg.DagsterRunStatus,
-                owner: str | None = None, ends_in: float | None = None) -> dg.DagsterRun:
+                owner: str | None = None, ends_in: float | None = None,
+                slot: int | None = None) -> dg.DagsterRun:
     """A worker run record as the daemon would have written it (no process behind it)."""
     location = GrpcServerCodeLocationOrigin(host="127.0.0.1", port=4266, location_name="notify")
     origin = RemoteJobOrigin(RemoteRepositoryOrigin(location, "__repository__"),
@@ -431,28 +467,76 @@ def _worker_run(instance: dg.DagsterInstance, status: dg.DagsterRunStatus,
     tags = {OWNER_TAG: owner} if owner else {}
     if ends_in is not None:
         tags[ENDS_AT_TAG] = datetime.fromtimestamp(time.time() + ends_in, UTC).isoformat()
+    if slot is not None:
+        tags[SLOT_TAG] = str(slot)
     return instance.add_run(dg.DagsterRun(job_name=delivery_worker.name, status=status,
                                           tags=tags, remote_job_origin=origin))
 
 
-def _tick(sensor: Any, instance: dg.DagsterInstance, local=None, cursor: str | None = None):
-    resources = resources_for(local.settings) if local is not None else None
+def _tick(sensor: Any, instance: dg.DagsterInstance, local=None, cursor: str | None = None,
+          workers: int = 1):
+    resources = (resources_for(local.settings) if local is not None
+                 else {"deployment": DeploymentResource(delivery_workers=workers)})
     with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
         return sensor(context)
+
+
+def _keys(result: Any) -> list[str]:
+    assert isinstance(result, dg.SensorResult), result
+    return [r.run_key for r in result.run_requests or []]
 
 
 def test_worker_sensor_requests_one_worker_with_a_counted_run_key():
     with dg.instance_for_test() as instance:
         first = _tick(delivery_worker_sensor, instance)
         same = _tick(delivery_worker_sensor, instance)
-        later = _tick(delivery_worker_sensor, instance, cursor="4")
-    assert isinstance(first, dg.SensorResult) and isinstance(later, dg.SensorResult)
-    assert [r.run_key for r in first.run_requests or []] == ["worker.0"]
-    assert first.cursor == "1"
-    assert isinstance(same, dg.SensorResult)
-    assert [r.run_key for r in same.run_requests or []] == ["worker.0"], "same cursor, same key"
-    assert [r.run_key for r in later.run_requests or []] == ["worker.4"]
-    assert later.cursor == "5"
+        later = _tick(delivery_worker_sensor, instance, cursor='{"0": 4}')
+    assert _keys(first) == ["worker.0.0"]
+    assert json.loads(first.cursor) == {"0": 1}
+    assert _keys(same) == ["worker.0.0"], "same cursor, same key"
+    assert _keys(later) == ["worker.0.4"]
+    assert json.loads(later.cursor) == {"0": 5}
+    assert first.run_requests[0].tags == {SLOT_TAG: "0"}
+
+
+def test_a_cursor_from_before_slots_counts_on_in_slot_0():
+    with dg.instance_for_test() as instance:
+        result = _tick(delivery_worker_sensor, instance, cursor="7")
+    assert _keys(result) == ["worker.0.7"]
+
+
+def test_n_workers_fill_n_slots_and_only_the_empty_ones_are_refilled():
+    with dg.instance_for_test() as instance:
+        first = _tick(delivery_worker_sensor, instance, workers=3)
+        _worker_run(instance, dg.DagsterRunStatus.STARTED, owner=current_owner("a"), slot=0)
+        _worker_run(instance, dg.DagsterRunStatus.QUEUED, slot=2)
+        one_missing = _tick(delivery_worker_sensor, instance, cursor=first.cursor, workers=3)
+        _worker_run(instance, dg.DagsterRunStatus.STARTING, slot=1)
+        full = _tick(delivery_worker_sensor, instance, cursor=one_missing.cursor, workers=3)
+    assert _keys(first) == ["worker.0.0", "worker.1.0", "worker.2.0"]
+    assert [r.tags[SLOT_TAG] for r in first.run_requests] == ["0", "1", "2"]
+    assert _keys(one_missing) == ["worker.1.1"], "slot 1's second run; 0 and 2 are filled"
+    assert json.loads(one_missing.cursor) == {"0": 1, "1": 2, "2": 1}
+    assert isinstance(full, dg.SkipReason)
+
+
+def test_a_killed_worker_is_failed_and_only_its_slot_is_refilled():
+    with dg.instance_for_test() as instance:
+        dead = _worker_run(instance, dg.DagsterRunStatus.STARTED, owner=_dead_owner("d"), slot=1)
+        _worker_run(instance, dg.DagsterRunStatus.STARTED, owner=current_owner("a"), slot=0)
+        result = _tick(delivery_worker_sensor, instance, cursor='{"0": 1, "1": 1}', workers=2)
+        after = instance.get_run_by_id(dead.run_id)
+    assert _keys(result) == ["worker.1.1"]
+    assert after is not None and after.status is dg.DagsterRunStatus.FAILURE
+
+
+def test_slots_beyond_fewer_workers_are_left_to_end_and_not_refilled():
+    with dg.instance_for_test() as instance:
+        _worker_run(instance, dg.DagsterRunStatus.STARTED, owner=current_owner("a"), slot=0)
+        _worker_run(instance, dg.DagsterRunStatus.STARTED, owner=current_owner("b"), slot=1,
+                    ends_in=10)
+        result = _tick(delivery_worker_sensor, instance, cursor='{"0": 1, "1": 1}', workers=1)
+    assert isinstance(result, dg.SkipReason)
 
 
 @pytest.mark.parametrize("status", ACTIVE_STATUSES)
@@ -476,8 +560,7 @@ def test_a_worker_about_to_end_gets_its_successor_early_and_only_one():
         _worker_run(instance, dg.DagsterRunStatus.QUEUED, owner=current_owner("new"))
         both = _tick(delivery_worker_sensor, instance, cursor="3")
     assert isinstance(far, dg.SkipReason), "an hour to go: no successor yet"
-    assert isinstance(near, dg.SensorResult)
-    assert [r.run_key for r in near.run_requests or []] == ["worker.2"]
+    assert _keys(near) == ["worker.0.2"]
     assert isinstance(both, dg.SkipReason), "never a third while two overlap"
 
 
@@ -486,8 +569,7 @@ def test_worker_sensor_requests_the_next_worker_once_one_has_ended(status):
     with dg.instance_for_test() as instance:
         _worker_run(instance, status, owner=current_owner("gone"))
         result = _tick(delivery_worker_sensor, instance, cursor="1")
-    assert isinstance(result, dg.SensorResult)
-    assert [r.run_key for r in result.run_requests or []] == ["worker.1"]
+    assert _keys(result) == ["worker.0.1"]
 
 
 def test_a_started_worker_whose_process_died_is_failed_and_replaced():
@@ -496,8 +578,7 @@ def test_a_started_worker_whose_process_died_is_failed_and_replaced():
         run = _worker_run(instance, dg.DagsterRunStatus.STARTED, owner=dead)
         result = _tick(delivery_worker_sensor, instance, cursor="3")
         after = instance.get_run_by_id(run.run_id)
-    assert isinstance(result, dg.SensorResult)
-    assert [r.run_key for r in result.run_requests or []] == ["worker.3"]
+    assert _keys(result) == ["worker.0.3"]
     assert after is not None and after.status is dg.DagsterRunStatus.FAILURE
 
 

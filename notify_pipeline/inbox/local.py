@@ -146,10 +146,11 @@ class LocalInbox(Inbox):
         for path in sorted(self.batch_dir.iterdir()):
             if path.name.startswith("."):
                 continue
-            if any(path.iterdir()):
-                found.append(path.name)
-            else:
-                path.rmdir()
+            with suppress(FileNotFoundError):  # another owner finished it as we looked
+                if any(path.iterdir()):
+                    found.append(path.name)
+                else:
+                    path.rmdir()
         return found
 
     def read(self, batch_id: str) -> Iterator[InboxItem]:

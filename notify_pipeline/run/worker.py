@@ -13,8 +13,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from contextlib import suppress
+from datetime import datetime
 
 from notify_pipeline.events import utcnow
 from notify_pipeline.faults import crashpoint
@@ -32,6 +34,17 @@ log = logging.getLogger(__name__)
 MAX_BATCHES_PER_PASS = 20
 # The longest pause after passes that keep failing (e.g. the ledger is unreachable).
 MAX_FAILURE_PAUSE_SECONDS = 30.0
+# How long a worker's staging turn holds if it dies while staging (see `staging_turn`).
+STAGING_TURN_SECONDS = 60.0
+
+
+def staging_turn(now: datetime) -> str:
+    """The ledger lease that gives one worker at a time, in whatever process or pod, the turn to
+    stage. Two stagers could list and copy the same waiting requests (the ledger would still
+    deliver each once, but every copy costs a transfer, a claim and a retry delay). Named by
+    UTC day, so the lease's take counter stays small; at midnight two may stage for one pass.
+    """
+    return f"staging-turn.{now:%Y%m%d}"
 
 def stage_batches(inbox: Inbox, *, max_items: int, max_age_seconds: float) -> list[str]:
     """Stage as many full (or old enough) batches as are waiting, up to a per-pass bound."""
@@ -47,6 +60,16 @@ def ready_batches(inbox: Inbox, ledger: Ledger) -> list[str]:
     """Staged batches no live owner holds and whose retry delay has passed, oldest first."""
     now = utcnow()
     return [b for b in inbox.batches() if ledger.batch_status(b, now=now).ready]
+
+
+def in_turn(batches: list[str], owner: str) -> list[str]:
+    """`batches` started at a place of the owner's own: workers listing the same ready batches
+    then take different ones first, instead of all racing for the oldest and all but one
+    finding it taken."""
+    if not batches:
+        return batches
+    start = zlib.crc32(owner.encode()) % len(batches)
+    return batches[start:] + batches[:start]
 
 
 def run_worker(
@@ -133,12 +156,11 @@ class _Worker:
         are running into fewer, larger batches, but a request reaching an idle worker has
         nothing to wait for, so it goes after one poll.
         """
-        staged = len(stage_batches(self.inbox, max_items=max_items,
-                                   max_age_seconds=0.0 if self._idle else max_age_seconds))
+        staged = self._stage(max_items, 0.0 if self._idle else max_age_seconds)
         self.totals.staged += staged
         worked = False
         self._refreshed()  # so a registry change is seen (and a broken one reported) when idle
-        for batch_id in ready_batches(self.inbox, self._open()[0]):
+        for batch_id in in_turn(ready_batches(self.inbox, self._open()[0]), self.owner):
             if stop.is_set() or time.monotonic() >= deadline:
                 break
             try:
@@ -153,6 +175,20 @@ class _Worker:
             self._flush()  # raises again if the warehouse is still away: the pass backs off
         self._idle = not (staged or worked)
         return worked
+
+    def _stage(self, max_items: int, max_age_seconds: float) -> int:
+        """Stage in this worker's turn; 0 while another worker has it (its batches are then
+        ready for this one to take all the same)."""
+        ledger, now = self._open()[0], utcnow()
+        turn = staging_turn(now)
+        if ledger.acquire_batch(turn, owner=self.owner, lease_seconds=STAGING_TURN_SECONDS,
+                                now=now) is None:
+            return 0
+        try:
+            return len(stage_batches(self.inbox, max_items=max_items,
+                                     max_age_seconds=max_age_seconds))
+        finally:
+            ledger.release_batch(turn, owner=self.owner, retry_after_seconds=0.0, now=utcnow())
 
     def _run_batch(self, batch_id: str) -> bool:
         """Run one batch and flush its events; True if any of its requests reached an outcome.

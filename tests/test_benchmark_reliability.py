@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from benchmarks import reliability
+from benchmarks.harness import write_section
 
 STATISTICS = """
 tests/test_properties.py::test_a:
@@ -45,7 +46,8 @@ def test_the_section_lists_every_case_with_totals_and_keeps_the_prose(tmp_path) 
     doc = tmp_path / "reliability.md"
     doc.write_text(f"# R\n\nprose\n\n{reliability.START}\nold\n{reliability.END}\ntail\n")
 
-    reliability.write(doc, reliability.render(results))
+    write_section(doc, reliability.render(results), start=reliability.START,
+                  end=reliability.END, title="Reliability")
 
     text = doc.read_text()
     assert text.startswith("# R\n\nprose\n\n") and text.endswith(f"{reliability.END}\ntail\n")

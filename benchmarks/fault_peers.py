@@ -218,14 +218,21 @@ class FaultySmtp:
 
 # --- SES ----------------------------------------------------------------------------------------
 
-# Answers instead of relaying: HTTP status and the SES error code (x-amzn-ErrorType).
+# Answers instead of relaying: HTTP status and the SES error code (x-amzn-ErrorType), as SES v2
+# sends them (tests/test_ses.py scripts its peer from the same table).
 SES_ANSWERS = {
-    "throttling": (400, "Throttling"),
     "429": (429, "TooManyRequestsException"),
+    "throttling": (400, "Throttling"),
+    "limit": (400, "LimitExceededException"),
     "500": (500, "InternalFailure"),
     "503": (503, "ServiceUnavailable"),
-    "rejected": (400, "MessageRejected"),
+    "suspended": (400, "AccountSuspendedException"),
     "paused": (400, "SendingPausedException"),
+    "no-config-set": (404, "NotFoundException"),
+    "denied": (403, "AccessDeniedException"),
+    "bad-request": (400, "BadRequestException"),
+    "rejected": (400, "MessageRejected"),
+    "mail-from": (400, "MailFromDomainNotVerifiedException"),
 }
 LOST = "lost"  # relay to moto, then close the connection without the reply
 SEND_PATH = "/outbound-emails"

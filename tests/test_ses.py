@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from benchmarks.fault_peers import SES_ANSWERS
 from notify_pipeline import mime
 from notify_pipeline.delivery.base import OutgoingMessage, RecipientStatus
 from notify_pipeline.delivery.ses import (
@@ -50,21 +51,6 @@ from tests.helpers import make_harness
 DOMAIN = "notify.example.org"
 SENDER = f"lookup@{DOMAIN}"
 SECRET = "wJalrXUtnFEMI-not-a-real-secret-K7MDENG"
-
-# Scripted answers: HTTP status and SES error code (x-amzn-ErrorType), as SES v2 sends them.
-ANSWERS = {
-    "429": (429, "TooManyRequestsException"),
-    "throttling": (400, "Throttling"),
-    "limit": (400, "LimitExceededException"),
-    "500": (500, "InternalFailure"),
-    "suspended": (400, "AccountSuspendedException"),
-    "paused": (400, "SendingPausedException"),
-    "no-config-set": (404, "NotFoundException"),
-    "denied": (403, "AccessDeniedException"),
-    "bad-request": (400, "BadRequestException"),
-    "rejected": (400, "MessageRejected"),
-    "mail-from": (400, "MailFromDomainNotVerifiedException"),
-}
 
 
 class ScriptedPeer:
@@ -99,7 +85,7 @@ class ScriptedPeer:
             handler.close_connection = True
             handler.connection.close()  # the request arrived; no reply ever leaves
             return
-        status, code = ANSWERS[action]
+        status, code = SES_ANSWERS[action]
         body = json.dumps({"message": f"scripted {code}"}).encode()
         handler.send_response(status)
         handler.send_header("x-amzn-ErrorType", code)

@@ -285,7 +285,7 @@ class SesFaultProxy:
         key = _request_id(body) if handler.path.endswith(SEND_PATH) else None
         action = self.faults.next(key) if key is not None else None
         if action in SES_ANSWERS:
-            _answer(handler, *SES_ANSWERS[action])
+            answer_ses_error(handler, action)
             return
         status, headers, data = self._relay(handler, body)
         if key is not None and status == 200:
@@ -327,7 +327,9 @@ def _request_id(body: bytes) -> str | None:
         return None
 
 
-def _answer(handler: BaseHTTPRequestHandler, status: int, code: str) -> None:
+def answer_ses_error(handler: BaseHTTPRequestHandler, action: str) -> None:
+    """Reply to the request in `handler` as SES does with the error `SES_ANSWERS[action]`."""
+    status, code = SES_ANSWERS[action]
     body = json.dumps({"message": f"{code} (fault injected)"}).encode()
     handler.send_response(status)
     handler.send_header("x-amzn-ErrorType", code)

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from benchmarks.fault_peers import SES_ANSWERS
+from benchmarks.fault_peers import answer_ses_error
 from notify_pipeline import mime
 from notify_pipeline.delivery.base import OutgoingMessage, RecipientStatus
 from notify_pipeline.delivery.ses import (
@@ -85,14 +85,7 @@ class ScriptedPeer:
             handler.close_connection = True
             handler.connection.close()  # the request arrived; no reply ever leaves
             return
-        status, code = SES_ANSWERS[action]
-        body = json.dumps({"message": f"scripted {code}"}).encode()
-        handler.send_response(status)
-        handler.send_header("x-amzn-ErrorType", code)
-        handler.send_header("Content-Type", "application/json")
-        handler.send_header("Content-Length", str(len(body)))
-        handler.end_headers()
-        handler.wfile.write(body)
+        answer_ses_error(handler, action)
 
     @staticmethod
     def relay(handler: BaseHTTPRequestHandler, upstream: str, body: bytes) -> None:

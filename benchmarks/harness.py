@@ -334,12 +334,23 @@ def machine_cpu_seconds() -> float:
 def tree_cpu_seconds(pid: int) -> float:
     """User + system CPU of a live process and all its live descendants, each with the CPU of
     the children it has already reaped (so exited render workers count too)."""
+    return _cpu_seconds(pid, include_root=True)
+
+
+def descendants_cpu_seconds(pid: int) -> float:
+    """As `tree_cpu_seconds`, without the process itself: a process adds its own CPU from
+    `getrusage`, whose microseconds never fall behind /proc's clock ticks."""
+    return _cpu_seconds(pid, include_root=False)
+
+
+def _cpu_seconds(pid: int, include_root: bool) -> float:
     import psutil
 
     total = 0.0
     try:
         root = psutil.Process(pid)
-        tree = [root, *root.children(recursive=True)]
+        tree = [root, *root.children(recursive=True)] if include_root else root.children(
+            recursive=True)
     except psutil.Error:
         return total
     for proc in tree:

@@ -38,13 +38,13 @@ import psutil
 from benchmarks.harness import (
     REPO,
     Deployment,
+    descendants_cpu_seconds,
     ms_per_message,
     peer_process,
     rate,
     request_body,
     request_name,
     stop,
-    tree_cpu_seconds,
 )
 
 MACHINERY = {
@@ -255,8 +255,10 @@ class _Cpu:
 
     def __init__(self) -> None:
         own = resource.getrusage(resource.RUSAGE_SELF)
+        reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
         self.driver = own.ru_utime + own.ru_stime
-        self.tree = tree_cpu_seconds(os.getpid())
+        self.tree = (self.driver + reaped.ru_utime + reaped.ru_stime
+                     + descendants_cpu_seconds(os.getpid()))
 
 
 def _drive_result(totals: Any, baseline: _Cpu) -> dict[str, Any]:

@@ -5,7 +5,8 @@ recipient. A crash before hand-off delivers after restart; a crash after hand-of
 again, and a message whose hand-off outcome was lost is recorded as ambiguous. With one SMTP
 connection at most one message is ever being handed off, so the matrix is exact; with several,
 every message that was being handed off when the process died is ambiguous (delivered or not,
-never twice), so at most as many as there are connections.
+never twice), so at most as many as there are connections; in a batch the render workers render
+ahead, a finished hand-off is committed with the next one's start, so at most twice as many.
 """
 
 from __future__ import annotations
@@ -112,6 +113,28 @@ def test_crash_with_parallel_handoffs_never_delivers_twice(local, sink, crash_at
     assert set(MESSAGES) - ambiguous <= set(delivered), "every other message is delivered"
     assert fewest <= len(ambiguous) <= most
     assert not any((local.home / "inbox").glob("*.json"))
+
+
+@pytest.mark.parametrize("crash_at", ["after_sign:12", "after_handoff:12", "after_record:12"])
+def test_crash_in_a_batch_the_workers_render_ahead_never_delivers_twice(local, sink, crash_at):
+    """A batch large enough for the render workers commits each finished hand-off with the
+    next one's start, so a crash may leave up to twice the connections ambiguous: never one
+    sent twice, every other one delivered once."""
+    connections, messages = 3, [f"big{n}" for n in range(1, 41)]  # POOL_MIN_MESSAGES is 32
+    for message_id in messages:
+        local.enqueue(local.request(id=message_id, subject=message_id))
+
+    crashed = run_process(local, crash_at, connections=connections)
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-2000:]
+    assert run_process(local, connections=connections).returncode == 0
+
+    delivered = delivered_subjects(local)
+    assert set(delivered.values()) == {1}, "never delivered twice"
+    assert terminal_events(local) == Counter({(m, "alice@example.org"): 1 for m in messages})
+    ambiguous = {r["message_id"] for r in local.events("event_type = 'failure'")}
+    assert set(messages) - ambiguous <= set(delivered), "every other message is delivered"
+    assert len(ambiguous) <= 2 * connections
+    assert len(delivered) >= 11  # what was recorded before the crash stays delivered
 
 
 def test_crash_with_a_duplicate_enqueued_meanwhile(local, sink):

@@ -24,7 +24,7 @@ from notify_pipeline.ledger import (
     current_owner,
     owner_is_dead,
 )
-from notify_pipeline.ledger.base import Quota, Window
+from notify_pipeline.ledger.base import Quota, Settled, Settlement, Window
 from notify_pipeline.ledger.postgres import PostgresLedger
 from notify_pipeline.ledger.sqlite import SqliteLedger
 
@@ -154,6 +154,40 @@ def test_finish_writes_state_events_and_suppressions_together(ledger):
         "bad@example.org"
     }
     assert [e.event_id for _, e in ledger.pending_events(10)] == ["b1"]
+
+
+def test_settle_records_several_and_begins_the_next_in_one_go(ledger):
+    for n in (1, 2, 3):
+        _claim(ledger, "A", key=f"item-{n}", message_id=f"m{n}")
+    ledger.claim([Claim("svc", "m4", "item-4")], owner="A", lease_seconds=1,
+                 now=utcnow() - timedelta(seconds=10))
+    _claim(ledger, "B", key="item-4", message_id="m4")  # B took m4 over
+    for n in (1, 2):
+        assert ledger.begin_handoff("svc", f"m{n}", owner="A")
+    expiry = utcnow() + timedelta(days=1)
+    settled = ledger.settle([
+        Settlement("svc", "m1", MessageState.SENT, [_event("e1")], provider_message_id="Q1"),
+        Settlement("svc", "m4", MessageState.SENT, [_event("e4")]),
+        Settlement("svc", "m2", MessageState.FAILED, [_event("e2")], suppressions=[
+            Suppression("Zed@Example.org", "bounce", "e2", expiry),
+            Suppression("amy@example.org", "bounce", "e2", expiry)]),
+    ], owner="A", begin=("svc", "m3"))
+
+    assert settled == Settled((True, False, True), begun=True)
+    assert [ledger.state_of("svc", f"m{n}") for n in (1, 2, 3, 4)] == [
+        MessageState.SENT, MessageState.FAILED, MessageState.HANDING_OFF, MessageState.CLAIMED]
+    assert [e.event_id for _, e in ledger.pending_events(10)] == ["e1", "e2"]
+    assert ledger.suppressed(["zed@example.org", "amy@example.org"], now=utcnow()) == {
+        "zed@example.org", "amy@example.org"}
+    assert ledger.settle([], owner="B", begin=("svc", "m3")) == Settled((), begun=False)
+
+
+def test_settle_with_a_non_terminal_state_writes_nothing(ledger):
+    _claim(ledger, "A")
+    with pytest.raises(ValueError, match="terminal"):
+        ledger.settle([Settlement("svc", "m1", MessageState.CLAIMED)], owner="A",
+                      begin=("svc", "m1"))
+    assert ledger.state_of("svc", "m1") is MessageState.CLAIMED
 
 
 def test_suppression_expires(ledger):

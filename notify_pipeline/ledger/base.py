@@ -8,6 +8,10 @@ Exactly-once rests on three rules every implementation keeps:
    may have been delivered, so it is never retried: it becomes `ambiguous`.
 3. `finish` writes the terminal state, its events (to the outbox) and any suppressions in one
    transaction, so a crash can never record one without the others.
+
+`settle` keeps the second and third rules for several messages at once: the run records the
+hand-offs that finished and begins the next one in a single transaction (one commit per
+message instead of two), and a message stays `handing_off` until its settlement commits.
 """
 
 from __future__ import annotations
@@ -156,6 +160,27 @@ def owner_is_dead(owner: str) -> bool:
     return fields[0] in ("Z", "X") or fields[19] != ticks
 
 
+@dataclass(frozen=True)
+class Settlement:
+    """A message's terminal state with the events and suppressions it records (`finish`)."""
+
+    service: str
+    message_id: str
+    state: MessageState
+    events: Sequence[Event] = ()
+    provider_message_id: str | None = None
+    suppressions: Sequence[Suppression] = ()
+
+
+@dataclass(frozen=True)
+class Settled:
+    """What `settle` did: for each settlement whether this owner still held the message and it
+    was recorded, and whether the hand-off it was asked to begin has begun."""
+
+    recorded: tuple[bool, ...]
+    begun: bool | None = None  # None: no hand-off was asked for
+
+
 class Ledger(ABC):
     """Durable message states, event outbox, suppression list and batch leases."""
 
@@ -175,10 +200,17 @@ class Ledger(ABC):
         """Hand claims back, unsent, for a later attempt (only when nothing was handed off)."""
 
     @abstractmethod
+    def settle(
+        self, settlements: Sequence[Settlement], *, owner: str,
+        begin: tuple[str, str] | None = None,
+    ) -> Settled:
+        """Record each settlement as `finish` does, then begin the hand-off of `begin` (a
+        service and message id) as `begin_handoff` does, all in one transaction."""
+
     def begin_handoff(self, service: str, message_id: str, *, owner: str) -> bool:
         """Move `claimed` → `handing_off` if `owner` still holds the claim; durable on return."""
+        return bool(self.settle([], owner=owner, begin=(service, message_id)).begun)
 
-    @abstractmethod
     def finish(
         self,
         service: str,
@@ -194,6 +226,9 @@ class Ledger(ABC):
 
         Returns False (and writes nothing) when `owner` no longer holds the message.
         """
+        settlement = Settlement(service, message_id, state, events, provider_message_id,
+                                suppressions)
+        return self.settle([settlement], owner=owner).recorded[0]
 
     @abstractmethod
     def add_events(

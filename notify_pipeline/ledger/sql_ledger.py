@@ -23,6 +23,8 @@ from notify_pipeline.ledger.base import (
     MessageState,
     Quota,
     QuotaUsage,
+    Settled,
+    Settlement,
     Suppression,
     Window,
 )
@@ -230,23 +232,29 @@ class SqlLedger(Ledger):
         with self._tx() as cur:
             cur.executemany(self.sql.release, [(*key, owner) for key in sorted(keys)])
 
-    def begin_handoff(self, service: str, message_id: str, *, owner: str) -> bool:
+    def settle(
+        self, settlements: Sequence[Settlement], *, owner: str,
+        begin: tuple[str, str] | None = None,
+    ) -> Settled:
+        for settlement in settlements:
+            require_terminal(settlement.state)
+        at = self._when(utcnow())
+        recorded: list[bool] = []
+        events: list[Event] = []
+        suppressions: list[Suppression] = []
         with self._tx() as cur:
-            return cur.execute(self.sql.begin_handoff, (service, message_id, owner)).rowcount == 1
-
-    def finish(
-        self, service: str, message_id: str, *, owner: str, state: MessageState,
-        events: Sequence[Event], provider_message_id: str | None = None,
-        suppressions: Sequence[Suppression] = (),
-    ) -> bool:
-        require_terminal(state)
-        settle = (state.value, provider_message_id, self._when(utcnow()), service, message_id)
-        with self._tx() as cur:
-            if cur.execute(self.sql.finish, (*settle, owner)).rowcount != 1:
-                return False
+            for s in settlements:
+                settle = (s.state.value, s.provider_message_id, at, s.service, s.message_id)
+                owned = cur.execute(self.sql.finish, (*settle, owner)).rowcount == 1
+                if owned:
+                    events += s.events
+                    suppressions += s.suppressions
+                recorded.append(owned)
             self._queue(cur, events)
-            self._suppress(cur, suppressions)
-            return True
+            self._suppress(cur, suppressions)  # all at once, in key order: no deadlocks
+            begun = None if begin is None else (
+                cur.execute(self.sql.begin_handoff, (*begin, owner)).rowcount == 1)
+        return Settled(tuple(recorded), begun)
 
     def add_events(
         self, events: Sequence[Event], suppressions: Sequence[Suppression] = ()

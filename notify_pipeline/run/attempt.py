@@ -33,7 +33,7 @@ from notify_pipeline.errors import (
 from notify_pipeline.events import Event
 from notify_pipeline.faults import crashpoint
 from notify_pipeline.inbox.base import Inbox
-from notify_pipeline.ledger.base import Claim, ClaimStatus, Ledger, MessageState
+from notify_pipeline.ledger.base import Claim, ClaimStatus, Ledger, MessageState, Settlement
 from notify_pipeline.limits import SendingLimits, usage_row
 from notify_pipeline.message import Envelope
 from notify_pipeline.policy import split_suppressed
@@ -94,6 +94,8 @@ class BatchAttempt:
     done: list[str] = field(default_factory=list)  # inbox keys whose outcome is recorded
     waits: list[float] = field(default_factory=list)  # seconds until each deferral may go
     not_before: list[datetime] = field(default_factory=list)  # when quota deferrals may go
+    unsettled: list[Settlement] = field(default_factory=list)  # terminal, not yet committed
+    defer_commits: bool = False  # settlements wait for the next hand-off's start (`_deliver`)
     rules: Rules = field(init=False)  # fixed for the attempt once `run` has begun
 
     def run(self) -> float:
@@ -200,28 +202,35 @@ class BatchAttempt:
         Hand-offs begin in claim order, at most `transport.concurrency` at once, each on a
         thread of its own; the ledger and the summary are touched only here, on this thread. A
         crash therefore leaves at most that many messages `handing_off`, to be recorded as
-        ambiguous. Rendering and signing, which touch no shared state, run ahead of the
-        hand-offs in worker processes for larger batches.
+        ambiguous. When the workers render ahead, the next message is ready at once, so a
+        finished hand-off is committed together with the next one's start (one ledger
+        transaction per message, not two); until then it too is `handing_off`, so a crash may
+        leave twice as many ambiguous, never one sent twice. Rendering and signing, which touch
+        no shared state, run ahead of the hand-offs in worker processes for larger batches.
         """
         p = self.pipeline
         unavailable: list[Unavailable] = []
         waiting: Sequence[Claimed] = ()
         envelopes = [job.accepted.envelope for job in to_send]
-        with p.renderer.renderings(envelopes, self.summary) as renderings, \
-                Handoffs(p.transport) as handoffs:
-            for index, (job, rendered) in enumerate(zip(to_send, renderings, strict=True)):
-                outgoing = self._begin(job.accepted, rendered)
-                if outgoing is None:
-                    continue
+        self.defer_commits = p.renderer.pooled(len(envelopes))
+        try:
+            with p.renderer.renderings(envelopes, self.summary) as renderings, \
+                    Handoffs(p.transport) as handoffs:
+                for index, (job, rendered) in enumerate(zip(to_send, renderings, strict=True)):
+                    outgoing = self._begin(job.accepted, rendered)
+                    if outgoing is None:
+                        continue
+                    with timed(self.summary, "handoff"):
+                        finished = handoffs.submit(job, outgoing)
+                    unavailable += self._settle_all(finished)
+                    if unavailable:
+                        waiting = to_send[index + 1:]
+                        break
                 with timed(self.summary, "handoff"):
-                    finished = handoffs.submit(job, outgoing)
+                    finished = handoffs.drain()
                 unavailable += self._settle_all(finished)
-                if unavailable:
-                    waiting = to_send[index + 1:]
-                    break
-            with timed(self.summary, "handoff"):
-                finished = handoffs.drain()
-            unavailable += self._settle_all(finished)
+        finally:
+            self._commit()  # what settled, even when the batch stops on an error
         if unavailable:
             self._hand_back([u.job for u in unavailable] + list(waiting), unavailable[0].error)
 
@@ -236,7 +245,7 @@ class BatchAttempt:
             self.done.append(acc.item.key)
             return None
         crashpoint("after_sign")
-        if not self.pipeline.ledger.begin_handoff(env.service, env.message_id, owner=self.owner):
+        if not self._commit(begin=(env.service, env.message_id)):
             self._defer(DeferReason.CLAIMED_ELSEWHERE)  # another owner took the claim over
             return None
         pool = self.rules.registry[env.service].advanced.dedicated_ip_pool
@@ -258,8 +267,9 @@ class BatchAttempt:
                 log.error("%s/%s: provider unavailable on its last attempt: %s",
                           acc.envelope.service, acc.envelope.message_id, exc)
                 self._fail(acc, FailureReason.PROVIDER_UNAVAILABLE)
-            crashpoint("after_record")
-            self.done.append(acc.item.key)
+            self.done.append(acc.item.key)  # its inbox item goes once `_commit` has run
+        if not self.defer_commits:
+            self._commit()
         return unavailable
 
     def _settle(self, acc: Accepted, future: Future[HandoffResult]) -> None:
@@ -320,10 +330,22 @@ class BatchAttempt:
 
     def _finish(self, env: Envelope, state: MessageState, events: list[Event],
                 **extra: Any) -> None:
+        """Settle a message; it is recorded by the next `_commit`."""
+        self.unsettled.append(Settlement(env.service, env.message_id, state, events, **extra))
+
+    def _commit(self, begin: tuple[str, str] | None = None) -> bool:
+        """Record every unsettled message and begin the hand-off of `begin`, in one ledger
+        transaction; returns whether that hand-off began (True when none was asked for)."""
+        if not self.unsettled and begin is None:
+            return True
+        settling, self.unsettled = self.unsettled, []
         with timed(self.summary, "record"):
-            if self.pipeline.ledger.finish(env.service, env.message_id, owner=self.owner,
-                                           state=state, events=events, **extra):
-                self.summary.events += len(events)
+            settled = self.pipeline.ledger.settle(settling, owner=self.owner, begin=begin)
+        for settlement, recorded in zip(settling, settled.recorded, strict=True):
+            if recorded:
+                self.summary.events += len(settlement.events)
+                crashpoint("after_record")
+        return settled.begun is not False
 
 
 def _queued(acc: Accepted, now: datetime) -> tuple[Event, ...]:

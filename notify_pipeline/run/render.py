@@ -101,6 +101,10 @@ class Renderer:
         if messages >= POOL_MIN_MESSAGES:
             RenderPool.prestart(self.processes)
 
+    def pooled(self, messages: int) -> bool:
+        """Whether a batch of `messages` is rendered ahead by the workers."""
+        return self.processes >= 2 and messages >= POOL_MIN_MESSAGES
+
     @contextmanager
     def renderings(self, envelopes: Sequence[Envelope], counts: Counts) -> Iterator[
             Iterator[Rendered]]:
@@ -108,7 +112,7 @@ class Renderer:
         large enough, else each one here just before its hand-off."""
         tasks = [self._task(env) for env in envelopes]
         work = [task for task in tasks if isinstance(task, RenderTask)]
-        if self.processes < 2 or len(work) < POOL_MIN_MESSAGES:
+        if not self.pooled(len(work)):
             yield _with_stage_times(
                 (task if isinstance(task, Rendered) else render_task(task) for task in tasks),
                 counts, waited=False,

@@ -3,7 +3,9 @@
 Production tokens are signed by Google; the `local` profile runs its own issuer (`local_issuer`).
 Both are verified by the same `TokenVerifier`: google-auth's RSA verifier (one per key, kept)
 checks the signature; the claims are checked here, including what google-auth cannot judge:
-expiry as of the time the inbox received the request, the issuer, and a verified email. No
+expiry as of the time the inbox received the request, the issuer, and a verified email. A token
+seen before (by digest) skips the signature check while its key is still published; its claims
+are judged at every use. No
 token, nor any part of one, ever appears in an exception or a log: google-auth's own exceptions
 quote the token, so they are translated and never chained.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import hashlib
 import json
 import logging
 import math
@@ -196,6 +199,12 @@ def _reject(sentence: str) -> RequestRejected:
     return RequestRejected(RejectReason.UNAUTHENTICATED, sentence)
 
 
+# Tokens whose signature has been checked, remembered by digest: a client reuses one ID token
+# for up to an hour, so most requests carry a token already seen. Small entries (two decoded
+# claim sets and a key), so the bound is on the count.
+VERIFIED_TOKENS = 1024
+
+
 class TokenVerifier:
     """Checks ID tokens against one audience and a set of trusted issuers."""
 
@@ -211,6 +220,9 @@ class TokenVerifier:
         self._audience = audience
         self._issuers = issuers
         self._skew = clock_skew_seconds
+        # sha256 of a token -> its header, its payload, the key its signature matched
+        self._verified: dict[bytes, tuple[Mapping[str, Any], Mapping[str, Any], str]] = {}
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"TokenVerifier(audience={self._audience!r}, issuers={sorted(self._issuers)!r})"
@@ -226,13 +238,29 @@ class TokenVerifier:
             raise ValueError("received_at must be timezone-aware")
         if not token:
             raise _reject("the request carries no identity_token")
+        digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+        with self._lock:
+            seen = self._verified.get(digest)
+        if seen is not None:
+            header, payload, pem = seen
+            if self._cert_for(header) == {header["kid"]: pem}:  # its key is still published
+                return self._check_claims(payload, received_at)
         header, payload = _decode_unverified(token)
         if "crit" in header:  # RFC 7515 4.1.11: extensions we do not understand must fail
             raise _reject("the identity token's header lists critical extensions (crit)")
         cert = self._cert_for(header)
         _check_times_present(payload)
         self._check_signature(token, cert)
+        self._remember(digest, header, payload, cert[header["kid"]])
         return self._check_claims(payload, received_at)
+
+    def _remember(self, digest: bytes, header: Mapping[str, Any], payload: Mapping[str, Any],
+                  pem: str) -> None:
+        """Keep a checked signature; the claims are judged again at every use (`verify`)."""
+        with self._lock:
+            if len(self._verified) >= VERIFIED_TOKENS:
+                self._verified.pop(next(iter(self._verified)))  # the oldest
+            self._verified[digest] = (header, payload, pem)
 
     def _cert_for(self, header: Mapping[str, Any]) -> dict[str, str]:
         alg = header.get("alg")

@@ -502,6 +502,67 @@ def test_unreadable_certs_are_not_a_rejection(issuer: LocalIssuer, tmp_path: Pat
         verifier.verify(token, received_at=now())
 
 
+# --- tokens seen before ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def signature_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every signature check the verifier makes, by token."""
+    checked: list[str] = []
+    real = TokenVerifier._check_signature
+
+    def counting(self: TokenVerifier, token: str, cert: Mapping[str, str]) -> None:
+        checked.append(token)
+        real(self, token, cert)
+
+    monkeypatch.setattr(TokenVerifier, "_check_signature", counting)
+    return checked
+
+
+def test_a_token_seen_before_is_not_checked_again(
+    issuer: LocalIssuer, verifier: TokenVerifier, signature_checks: list[str]
+) -> None:
+    token = issuer.mint(service_account=ACCOUNT, audience=AUDIENCE)
+    first = verifier.verify(token, received_at=now())
+    assert [verifier.verify(token, received_at=now()) for _ in range(3)] == [first] * 3
+    assert signature_checks == [token]
+
+
+def test_a_token_seen_before_still_expires(issuer: LocalIssuer, verifier: TokenVerifier) -> None:
+    token = issuer.mint(service_account=ACCOUNT, audience=AUDIENCE, ttl_seconds=600)
+    verifier.verify(token, received_at=now())
+    later = now() + timedelta(hours=1)
+    assert "expired at" in rejection(verifier, token, received_at=later).message
+
+
+def test_a_token_seen_before_with_another_signature_is_checked(
+    issuer: LocalIssuer, verifier: TokenVerifier, signature_checks: list[str]
+) -> None:
+    token = issuer.mint(service_account=ACCOUNT, audience=AUDIENCE)
+    verifier.verify(token, received_at=now())
+    signed, _, signature = token.rpartition(".")
+    forged = f"{signed}.{b64(bytes(reversed(base64.urlsafe_b64decode(signature + '==='))))}"
+    assert "signature does not match" in rejection(verifier, forged).message
+    assert signature_checks == [token, forged]
+
+
+def test_a_token_seen_before_is_refused_once_its_key_is_withdrawn(
+    issuer: LocalIssuer, other_issuer: LocalIssuer, tmp_path: Path
+) -> None:
+    path = tmp_path / "certs.json"
+    path.write_text(json.dumps(issuer.certs()))
+    verifier = TokenVerifier(certs=FileCertSource(path), audience=AUDIENCE,
+                             issuers=frozenset({ISSUER}))
+    token = issuer.mint(service_account=ACCOUNT, audience=AUDIENCE)
+    verifier.verify(token, received_at=now())
+
+    replacement = tmp_path / "new.json"
+    replacement.write_text(json.dumps(other_issuer.certs()))
+    os.replace(replacement, path)
+
+    assert "not one of the issuer's current keys" in rejection(verifier, token).message
+
+
 # --- cert sources -------------------------------------------------------------------------------
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -85,6 +86,23 @@ def sensor_rows(page: Any, url: str) -> dict[str, str]:
     return rows
 
 
+def open_latest_skipped_tick(page: Any, url: str, seconds: float = 120) -> None:
+    """Open the sensor page's latest skipped tick, reloading while it has none yet: the worker
+    sensor's ticks request successors while its short-lived runs hand over (they last 30 s
+    here), and on a loaded machine its first skipped tick can be a minute away."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    deadline = time.monotonic() + seconds
+    while True:
+        page.goto(url)
+        try:
+            page.get_by_role("button", name="0 runs requested").first.click(timeout=15_000)
+            return
+        except PlaywrightTimeout:
+            if time.monotonic() >= deadline:
+                raise
+
+
 def test_sensors_show_their_last_tick_and_a_worker_run_its_outcome_table(local, console,
                                                                           browser):
     ui_port, instance = console
@@ -97,9 +115,8 @@ def test_sensors_show_their_last_tick_and_a_worker_run_its_outcome_table(local, 
     sensor_rows(page, f"http://127.0.0.1:{ui_port}/automation")
     page.screenshot(path=str(SCREENSHOTS / "sensors.png"), full_page=True)
     for sensor, skipped in SKIP_REASONS.items():
-        page.goto(f"http://127.0.0.1:{ui_port}/locations/{LOCATION}/sensors/{sensor}")
-        # The latest skipped tick (a worker sensor's latest tick may have started a successor).
-        page.get_by_role("button", name="0 runs requested").first.click(timeout=30_000)
+        open_latest_skipped_tick(page, f"http://127.0.0.1:{ui_port}/locations/{LOCATION}"
+                                 f"/sensors/{sensor}")
         dialog = page.get_by_role("dialog")
         dialog.get_by_text(skipped).first.wait_for(timeout=30_000)  # why it skipped
         page.screenshot(path=str(SCREENSHOTS / f"{sensor}.png"), full_page=True)

@@ -76,8 +76,11 @@ def smtp_cases() -> list[Case]:
     cases = [Case(f"smtp RCPT {code} once", "smtp", (f"rcpt:{code}",), **once)
              for code in ("421", "450", "451", "452")]
     cases += [Case(f"smtp RCPT {code} always", "smtp", (f"rcpt:{code}",), repeat=True,
-                   expect="failure", reason="recipient_failed", copies=0, attempts=SMTP_TRIES)
+                   expect="failure", reason="recipient_failed", copies=0,
+                   attempts=SMTP_TRIES * PIPELINE_TRIES, passes=PIPELINE_TRIES)
               for code in ("450", "451", "452")]
+    cases.append(Case("smtp RCPT 450 four times, greylisting", "smtp", ("rcpt:450",) * 4,
+                      attempts=SMTP_TRIES + 2, passes=2))  # waits, the batch's others go on
     cases.append(Case("smtp RCPT 421 always", "smtp", ("rcpt:421",), repeat=True,
                       expect="failure", reason="provider_unavailable", copies=0,
                       attempts=SMTP_TRIES * PIPELINE_TRIES, passes=PIPELINE_TRIES))

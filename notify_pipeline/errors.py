@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from notify_pipeline.delivery.base import HandoffResult
 
 
 class RejectReason(StrEnum):
@@ -42,6 +46,7 @@ class DeferReason(StrEnum):
 
     CLAIMED_ELSEWHERE = "claimed_elsewhere"  # another live run holds the message
     PROVIDER_UNAVAILABLE = "provider_unavailable"  # handed back for a retry
+    RECIPIENTS_DEFERRED = "recipients_deferred"  # every recipient refused for now (4xx at RCPT)
     PER_MINUTE = "per_minute"  # over its service's per-minute limit
     PER_DAY = "per_day"  # over its service's per-day limit
     WARMUP = "warmup"  # over its dedicated IP pool's warm-up cap for the day
@@ -92,6 +97,16 @@ class DeliveryError(NotifyError):
 
 class RetryableDeliveryError(DeliveryError):
     """Nothing was handed off and trying again later may succeed (4xx, connection refused)."""
+
+
+class RecipientsDeferredError(DeliveryError):
+    """Nothing was handed off: the server refused every recipient for now (4xx at RCPT, as a
+    greylisting server does), so only this message waits for a later attempt; the provider
+    itself is fine. `result` holds the refusals, which stand on the message's last attempt."""
+
+    def __init__(self, message: str, result: HandoffResult) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 class PermanentDeliveryError(DeliveryError):

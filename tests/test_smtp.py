@@ -29,6 +29,7 @@ from notify_pipeline.errors import (
     AmbiguousHandoffError,
     ConfigError,
     PermanentDeliveryError,
+    RecipientsDeferredError,
     RetryableDeliveryError,
 )
 from notify_pipeline.sink import MaildirHandler, MaildirSink, SinkController
@@ -356,9 +357,10 @@ def test_deferred_recipient_is_retried_in_a_new_transaction(serve) -> None:
 
 def test_no_data_when_no_recipient_is_accepted_and_rset_before_retrying(serve) -> None:
     handler, port = serve({"a@example.org": ["452 4.2.2 mailbox full"] * 3})
-    with transport(port) as smtp:
-        result = smtp.send(outgoing("a@example.org"))
+    with transport(port) as smtp, pytest.raises(RecipientsDeferredError) as deferred:
+        smtp.send(outgoing("a@example.org"))
 
+    result = deferred.value.result  # what stands if this was the message's last attempt
     (outcome,) = result.outcomes
     assert (outcome.status, outcome.code) == ("failed", 452)
     assert result.provider_message_id is None

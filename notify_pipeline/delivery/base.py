@@ -64,8 +64,9 @@ class Transport(ABC):
         """Hand one message off, retrying transient trouble within bounds.
 
         Raises `RetryableDeliveryError` when nothing was handed off and retries are exhausted,
-        `PermanentDeliveryError` when nothing was handed off and retrying is pointless, and
-        `AmbiguousHandoffError` when the provider may have accepted the message.
+        `PermanentDeliveryError` when nothing was handed off and retrying is pointless,
+        `RecipientsDeferredError` when nothing was handed off because every recipient was
+        refused for now, and `AmbiguousHandoffError` when the provider may have accepted it.
         """
 
     def close(self) -> None:  # noqa: B027 - transports without connections need nothing

@@ -33,6 +33,7 @@ from notify_pipeline.errors import (
     AmbiguousHandoffError,
     ConfigError,
     PermanentDeliveryError,
+    RecipientsDeferredError,
     RetryableDeliveryError,
 )
 
@@ -88,6 +89,8 @@ class SmtpTransport(Transport):
 
         Raises only while nothing has been handed off. Once one transaction has delivered, a raise
         would invite a retry that duplicates it, so later trouble becomes FAILED outcomes.
+        When every recipient is still refused for now at RCPT (greylisting), nothing was sent
+        and the refusals need not stand: `RecipientsDeferredError` lets the message wait.
         `provider_message_id` is the first transaction's queue id.
         """
         recipients = list(dict.fromkeys(message.recipients))
@@ -98,9 +101,15 @@ class SmtpTransport(Transport):
             raise RetryableDeliveryError(
                 f"{self._where()}: {progress.error} (gave up after {progress.attempts} attempts)"
             ) from progress.error
+        every_one_deferred = bool(progress.pending) and not progress.outcomes
         progress.fail_pending()
         outcomes = tuple(progress.outcomes[recipient] for recipient in recipients)
-        return HandoffResult(provider_message_id=progress.queue_id, outcomes=outcomes)
+        result = HandoffResult(provider_message_id=progress.queue_id, outcomes=outcomes)
+        if every_one_deferred and not progress.handed_off:
+            raise RecipientsDeferredError(
+                f"{self._where()}: every recipient refused for now after {progress.attempts}"
+                " attempts", result)
+        return result
 
     def close(self) -> None:
         """Say QUIT politely; a server that already went away is no reason to fail."""

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from notify_pipeline.delivery.backoff import jittered_backoff
 from notify_pipeline.delivery.base import (
     HandoffResult,
     OutgoingMessage,
@@ -27,6 +28,7 @@ from notify_pipeline.errors import (
     DeferReason,
     FailureReason,
     PermanentDeliveryError,
+    RecipientsDeferredError,
     RejectReason,
     RetryableDeliveryError,
 )
@@ -49,6 +51,8 @@ from notify_pipeline.run.render import Rendered, Renderer
 from notify_pipeline.run.summary import BatchSummary, timed
 
 log = logging.getLogger(__name__)
+
+RECIPIENT_WAIT_CAP_SECONDS = 3600.0  # the longest a deferred message's batch waits in a row
 
 
 class Deployment(Protocol):
@@ -259,7 +263,12 @@ class BatchAttempt:
         for done in finished:
             acc = done.job.accepted
             try:
-                self._settle(acc, done.future)
+                self._settle(done.job, done.future)
+            except RecipientsDeferredError as exc:
+                log.warning("%s/%s: %s; it waits for a later attempt", acc.envelope.service,
+                            acc.envelope.message_id, exc)
+                self._wait_for_recipients(done.job)
+                continue
             except RetryableDeliveryError as exc:
                 if done.job.attempts < self.pipeline.max_message_attempts:
                     unavailable.append(Unavailable(done.job, exc))
@@ -272,11 +281,17 @@ class BatchAttempt:
             self._commit()
         return unavailable
 
-    def _settle(self, acc: Accepted, future: Future[HandoffResult]) -> None:
-        """Record one hand-off's outcome; re-raises `RetryableDeliveryError` for the caller."""
+    def _settle(self, job: Claimed, future: Future[HandoffResult]) -> None:
+        """Record one hand-off's outcome; re-raises `RetryableDeliveryError`, and
+        `RecipientsDeferredError` before the message's last attempt, for the caller."""
+        acc = job.accepted
         env, p = acc.envelope, self.pipeline
         try:
             result = future.result()
+        except RecipientsDeferredError as exc:
+            if job.attempts < p.max_message_attempts:
+                raise
+            result = exc.result  # its last attempt: the refusals stand
         except AmbiguousHandoffError as exc:
             crashpoint("after_handoff")
             log.error("ambiguous hand-off of %s/%s: %s", env.service, env.message_id, exc)
@@ -305,6 +320,15 @@ class BatchAttempt:
         else:
             self.summary.failed += 1
         self.summary.bounced_recipients += len(suppressions)
+
+    def _wait_for_recipients(self, job: Claimed) -> None:
+        """Hand one message back, the rest of the batch going on: its recipients' server asked
+        it to come back later. The waits grow with its attempts, as greylisting wants minutes."""
+        env, p = job.accepted.envelope, self.pipeline
+        p.ledger.release([(env.service, env.message_id)], owner=self.owner)
+        self.summary.defer(DeferReason.RECIPIENTS_DEFERRED)
+        self.waits.append(jittered_backoff(job.attempts, base=p.retry_after_seconds,
+                                           cap=RECIPIENT_WAIT_CAP_SECONDS))
 
     def _hand_back(self, rest: Sequence[Claimed], exc: Exception) -> None:
         log.warning("provider unavailable (%s); %d message(s) handed back for a retry",

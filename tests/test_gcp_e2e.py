@@ -10,18 +10,17 @@ The test acts as SES's event publisher, since moto never emits SES events (EMULA
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from benchmarks.http_peer import BackgroundHttp, QuietHandler
 from notify_pipeline.bigquery_resource import EmulatorAwareBigQueryResource
 from notify_pipeline.cli import process_once
 from notify_pipeline.local_issuer import LocalIssuer
@@ -40,7 +39,7 @@ class _CertsServer:
     def __init__(self, certs: dict[str, str]) -> None:
         body = json.dumps(certs).encode()
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -48,16 +47,11 @@ class _CertsServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/oauth2/v1/certs"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._http = BackgroundHttp(Handler)
+        self.url = f"{self._http.base_url}/oauth2/v1/certs"
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._http.close()
 
 
 @dataclass

@@ -25,6 +25,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from google.auth import crypt, jwt
 
+from benchmarks.http_peer import BackgroundHttp, QuietHandler
 from notify_pipeline import local_issuer
 from notify_pipeline.errors import RejectReason, RequestRejected
 from notify_pipeline.identity import (
@@ -617,7 +618,7 @@ class CertServer:
         self.hits = 0
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 server.hits += 1
                 status, body, headers = server.responses[
@@ -629,11 +630,8 @@ class CertServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/oauth2/v1/certs"
+        self.http = BackgroundHttp(Handler)
+        self.url = f"{self.http.base_url}/oauth2/v1/certs"
 
     def serve(self, document: object, *, status: int = 200, cache_control: str = "") -> None:
         headers = {"Cache-Control": cache_control} if cache_control else {}
@@ -643,11 +641,8 @@ class CertServer:
 @pytest.fixture
 def cert_server() -> Iterator[CertServer]:
     server = CertServer()
-    thread = threading.Thread(target=server.httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
     yield server
-    server.httpd.shutdown()
-    server.httpd.server_close()
+    server.http.close()
 
 
 @pytest.mark.parametrize("fmt", ["v1", "jwks"])

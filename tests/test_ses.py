@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import http.client
 import json
-import threading
 import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,6 +22,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from benchmarks.fault_peers import answer_ses_error
+from benchmarks.http_peer import BackgroundHttp, QuietHandler
 from notify_pipeline import mime
 from notify_pipeline.delivery.base import OutgoingMessage, RecipientStatus
 from notify_pipeline.delivery.ses import (
@@ -61,7 +61,7 @@ class ScriptedPeer:
         self.sends: list[dict[str, Any]] = []  # the JSON body of every send request seen
         peer = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 if self.path.endswith("/outbound-emails"):
@@ -71,12 +71,8 @@ class ScriptedPeer:
                         return
                 peer.relay(self, upstream, body)
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
+        self._http = BackgroundHttp(Handler)
+        self.url = self._http.base_url
 
     def answer(self, handler: BaseHTTPRequestHandler, action: str) -> None:
         if action in ("reset", "hang"):
@@ -105,8 +101,7 @@ class ScriptedPeer:
         conn.close()
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._http.close()
 
 
 @pytest.fixture

@@ -22,14 +22,12 @@ import json
 import shutil
 import subprocess
 import sys
-import threading
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +38,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
+from benchmarks.http_peer import BackgroundHttp, QuietHandler
 from notify_pipeline.provider_events.sns import string_to_sign
 from tests.conftest import free_port
 from tests.emulators.process import answers, spawn, stop, wait_ready
@@ -195,7 +194,7 @@ class SnsCertServer:
         pems = {f"/{TEST_CERT_NAME}": signer.certificate_pem()}
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 outer.requests.append(self.path)
                 status, body = (200, pems[self.path]) if self.path in pems else _from_moto(
@@ -205,18 +204,11 @@ class SnsCertServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}/"
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
-                                        daemon=True)
-        self._thread.start()
+        self._http = BackgroundHttp(Handler)
+        self.base_url = f"{self._http.base_url}/"
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._http.close()
 
 
 def _from_moto(moto: MotoServer, path: str) -> tuple[int, bytes]:

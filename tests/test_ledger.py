@@ -156,6 +156,17 @@ def test_finish_writes_state_events_and_suppressions_together(ledger):
     assert [e.event_id for _, e in ledger.pending_events(10)] == ["b1"]
 
 
+def test_a_release_of_what_was_never_offered_does_not_count_an_attempt(ledger):
+    assert _claim(ledger, "A").attempts == 1
+    ledger.release([("svc", "m1")], owner="A", attempted=False)
+    assert _claim(ledger, "B").attempts == 1  # B's claim is the first that counts
+    assert ledger.begin_handoff("svc", "m1", owner="B")
+    ledger.release([("svc", "m1")], owner="B", attempted=False)  # offered: not so released
+    assert ledger.state_of("svc", "m1") is MessageState.HANDING_OFF
+    ledger.release([("svc", "m1")], owner="B")
+    assert _claim(ledger, "C").attempts == 2
+
+
 def test_settle_records_several_and_begins_the_next_in_one_go(ledger):
     for n in (1, 2, 3):
         _claim(ledger, "A", key=f"item-{n}", message_id=f"m{n}")

@@ -209,6 +209,22 @@ def test_provider_outage_hands_messages_back_then_fails_after_bounded_attempts(l
     assert failure["reason"].startswith("provider_unavailable")
 
 
+def test_an_outage_counts_against_the_messages_offered_not_those_waiting(local, monkeypatch):
+    monkeypatch.setenv("NOTIFY_PROVIDER_RETRY_SECONDS", "0")
+    monkeypatch.setenv("NOTIFY_SMTP_CONNECTIONS", "1")  # one at a time: two wait behind the first
+    for n in (1, 2, 3):
+        local.enqueue(local.request(id=f"w{n}", subject=f"w{n}"))
+    passes = [process_once(local.settings) for _ in range(5)]  # nothing listens on SMTP
+    assert [p["failed"] for p in passes] == [0, 0, 0, 0, 1]
+    [failure] = local.events("event_type = 'failure'")  # the one offered five times
+    assert failure["reason"].startswith("provider_unavailable")
+
+    with MaildirSink(local.settings.mail_dir, port=local.port):
+        recovered = process_once(local.settings)
+    assert recovered["delivered"] == 2, "the two that waited behind it still had every attempt"
+    assert len(local.maildir()) == 2
+
+
 def test_outage_then_recovery_delivers(local, monkeypatch):
     monkeypatch.setenv("NOTIFY_PROVIDER_RETRY_SECONDS", "1")
     local.enqueue(local.request(id="later"))

@@ -196,8 +196,12 @@ class Ledger(ABC):
         """
 
     @abstractmethod
-    def release(self, keys: Sequence[tuple[str, str]], *, owner: str) -> None:
-        """Hand claims back, unsent, for a later attempt (only when nothing was handed off)."""
+    def release(self, keys: Sequence[tuple[str, str]], *, owner: str,
+                attempted: bool = True) -> None:
+        """Hand claims back, unsent, for a later attempt (only when nothing was handed off).
+
+        `attempted=False`: the messages were never offered to the provider (they waited behind
+        one that found it away), so this claim does not count against their attempts."""
 
     @abstractmethod
     def settle(

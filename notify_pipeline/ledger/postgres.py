@@ -94,6 +94,9 @@ STATEMENTS = Statements(
     " WHERE service = %s AND message_id = %s FOR UPDATE",
     take_over="UPDATE messages SET owner = %s, lease_expires_at = %s, inbox_key = %s,"
     " attempts = attempts + 1, updated_at = %s WHERE service = %s AND message_id = %s",
+    release_unattempted="UPDATE messages SET lease_expires_at = '-infinity',"
+    " attempts = attempts - 1 WHERE service = %s AND message_id = %s AND owner = %s"
+    " AND state = 'claimed'",
     release="UPDATE messages SET state = 'claimed', lease_expires_at = '-infinity'"
     " WHERE service = %s AND message_id = %s AND owner = %s"
     " AND state IN ('claimed', 'handing_off')",

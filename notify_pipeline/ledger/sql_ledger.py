@@ -75,6 +75,7 @@ class Statements:
     lock_message: str  # now, service, message_id → state, inbox_key, owner, lease live, attempts
     take_over: str  # owner, lease end, inbox_key, now, service, message_id; one more attempt
     release: str  # service, message_id, owner: an open claim back to `claimed`, lease over
+    release_unattempted: str  # the same for a `claimed` one, and its claim not counted
     begin_handoff: str  # service, message_id, owner: `claimed` → `handing_off`
     finish: str  # state, provider_message_id, now, service, message_id, owner: open → state
     insert_event: str  # event_id, body
@@ -228,9 +229,11 @@ class SqlLedger(Ledger):
             cur.execute(self.sql.set_bucket, (left, at, bucket))
         return wait
 
-    def release(self, keys: Sequence[tuple[str, str]], *, owner: str) -> None:
+    def release(self, keys: Sequence[tuple[str, str]], *, owner: str,
+                attempted: bool = True) -> None:
+        statement = self.sql.release if attempted else self.sql.release_unattempted
         with self._tx() as cur:
-            cur.executemany(self.sql.release, [(*key, owner) for key in sorted(keys)])
+            cur.executemany(statement, [(*key, owner) for key in sorted(keys)])
 
     def settle(
         self, settlements: Sequence[Settlement], *, owner: str,

@@ -81,6 +81,8 @@ STATEMENTS = Statements(
     " WHERE service = ? AND message_id = ?",
     take_over="UPDATE messages SET owner = ?, lease_expires_at = ?, inbox_key = ?,"
     " attempts = attempts + 1, updated_at = ? WHERE service = ? AND message_id = ?",
+    release_unattempted="UPDATE messages SET lease_expires_at = 0, attempts = attempts - 1"
+    " WHERE service = ? AND message_id = ? AND owner = ? AND state = 'claimed'",
     release="UPDATE messages SET state = 'claimed', lease_expires_at = 0"
     " WHERE service = ? AND message_id = ? AND owner = ? AND state IN ('claimed', 'handing_off')",
     begin_handoff="UPDATE messages SET state = 'handing_off'"

@@ -236,7 +236,7 @@ class BatchAttempt:
         finally:
             self._commit()  # what settled, even when the batch stops on an error
         if unavailable:
-            self._hand_back([u.job for u in unavailable] + list(waiting), unavailable[0].error)
+            self._hand_back([u.job for u in unavailable], waiting, unavailable[0].error)
 
     def _begin(self, acc: Accepted, rendered: Rendered) -> OutgoingMessage | None:
         """The message to hand off, once the ledger marks it `handing_off`; None when it
@@ -330,14 +330,18 @@ class BatchAttempt:
         self.waits.append(jittered_backoff(job.attempts, base=p.retry_after_seconds,
                                            cap=RECIPIENT_WAIT_CAP_SECONDS))
 
-    def _hand_back(self, rest: Sequence[Claimed], exc: Exception) -> None:
+    def _hand_back(self, tried: Sequence[Claimed], waiting: Sequence[Claimed],
+                   exc: Exception) -> None:
+        """Release what found the provider away (`tried`) and what had not been offered to it
+        yet (`waiting`), whose attempts count only their own hand-offs."""
         log.warning("provider unavailable (%s); %d message(s) handed back for a retry",
-                    exc, len(rest))
-        self.pipeline.ledger.release(
-            [(job.accepted.envelope.service, job.accepted.envelope.message_id) for job in rest],
-            owner=self.owner,
-        )
-        self._defer(DeferReason.PROVIDER_UNAVAILABLE, len(rest))
+                    exc, len(tried) + len(waiting))
+        for jobs, attempted in ((tried, True), (waiting, False)):
+            if jobs:
+                self.pipeline.ledger.release(
+                    [(j.accepted.envelope.service, j.accepted.envelope.message_id) for j in jobs],
+                    owner=self.owner, attempted=attempted)
+        self._defer(DeferReason.PROVIDER_UNAVAILABLE, len(tried) + len(waiting))
 
     # terminal states
 

@@ -3,6 +3,8 @@ with the old primary-key schema moved to the keyless one, once."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from datetime import UTC, datetime
 
@@ -10,7 +12,7 @@ import duckdb
 import pytest
 
 from notify_pipeline.events import Event, EventType
-from notify_pipeline.warehouse.duckdb import SCHEMA, DuckDBWarehouse
+from notify_pipeline.warehouse.duckdb import ROW_GROUP_SIZE, SCHEMA, DuckDBWarehouse
 
 AT = datetime(2026, 12, 1, 12, tzinfo=UTC)
 CONTRACT = [
@@ -110,3 +112,31 @@ def test_an_old_primary_key_file_is_migrated_once_and_keeps_its_rows(warehouse):
     tables = warehouse.query("SELECT table_name FROM information_schema.tables"
                              " WHERE table_schema = ? ORDER BY 1", [SCHEMA])
     assert tables == [("events",), ("events_svc",)]
+
+
+def row_groups(path) -> int:
+    with duckdb.connect(str(path), read_only=True) as con:
+        return int(con.execute(
+            f"SELECT count(DISTINCT row_group_id) FROM pragma_storage_info('{SCHEMA}.events')"
+        ).fetchone()[0])
+
+
+def test_writes_keep_row_groups_small_so_a_checkpoint_rewrites_little(warehouse):
+    for start in range(0, 3 * ROW_GROUP_SIZE, 6_000):  # flushes of 6,000 events
+        assert warehouse.write_events([event(n) for n in range(start, start + 6_000)]) == 6_000
+    assert row_groups(warehouse.path) >= 3  # DuckDB's default size would hold all in one
+
+
+def test_connections_of_one_process_share_the_file_and_let_it_go_together(warehouse):
+    warehouse.write_events([event(1)])
+    with warehouse.connect() as outer:
+        with warehouse.connect(read_only=True) as inner:  # nested: the same attachment
+            assert inner.execute(f"SELECT count(*) FROM {SCHEMA}.events").fetchone() == (1,)
+        outer.execute(f"DELETE FROM {SCHEMA}.events")
+    other = subprocess.run(  # the process has let the file go: another one may write it
+        [sys.executable, "-c", "import duckdb, sys; duckdb.connect(sys.argv[1]).execute("
+         f"\"INSERT INTO {SCHEMA}.events (event_id, event_type, occurred_at, recorded_at)"
+         " VALUES ('x', 'send', now(), now())\")", str(warehouse.path)],
+        capture_output=True, text=True, timeout=60)
+    assert other.returncode == 0, other.stderr
+    assert stored(warehouse) == [("x", "send")]

@@ -87,11 +87,12 @@ class DuckDBAnalytics(AnalyticsStore):
         with self._connect(read_only=read_only) as con:
             yield con
 
-    def _connect(self, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-        con = self._warehouse.connect(read_only=read_only)
-        con.execute("SET TimeZone = 'UTC'")
-        con.execute(f"SET memory_limit = '{self._memory_limit}'")
-        return con
+    @contextmanager
+    def _connect(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        with self._warehouse.connect(read_only=read_only) as con:
+            con.execute("SET TimeZone = 'UTC'")
+            con.execute(f"SET memory_limit = '{self._memory_limit}'")
+            yield con
 
     def ensure_tables(self) -> None:
         if self._ready:

@@ -6,12 +6,21 @@ promptly, and waits (bounded) when an analyst or another run holds the file.
 The table has no primary key: DuckDB loads a key's whole index into memory for every write, so
 a flush's memory and time grew with the table's history. Writes deduplicate by `event_id` with
 an anti-join instead, one writer at a time per process (DuckDB lets only one process write).
+
+The file is attached with row groups of `ROW_GROUP_SIZE` rows rather than DuckDB's 122,880: each
+write's checkpoint rewrites the table's last, partly filled row group, so with the default a
+long-lived process's peak memory stepped up with every 40,000 messages (docs/performance.md).
+DuckDB keeps that size per attachment, so every connection of the process shares one
+attachment, kept while any of them is open (as DuckDB shares one database per file for plain
+connections); a tool that opens the file with the default size merely repacks the small groups.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +59,20 @@ CREATE TABLE IF NOT EXISTS {SCHEMA}.events ({COLUMNS});
 WRITE_SETTINGS = {"memory_limit": "128MB", "threads": "1"}
 _WRITERS: dict[Path, threading.Lock] = {}
 _WRITERS_GUARD = threading.Lock()
+ROW_GROUP_SIZE = 16_384
+CATALOG = "notify_warehouse"  # what the process's attachment of the file is called
+
+
+@dataclass
+class _Attachment:
+    """One in-memory database with the file attached, shared by the process's connections."""
+
+    base: duckdb.DuckDBPyConnection
+    users: int = 0
+
+
+_ATTACHED: dict[Path, _Attachment] = {}
+_ATTACHING = threading.RLock()  # held while the file is attached or let go
 
 
 def _is_lock_conflict(exc: BaseException) -> bool:
@@ -68,19 +91,54 @@ class DuckDBWarehouse(Warehouse):
         self.path = path
         self._lock_wait = lock_wait_seconds
 
-    def connect(self, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-        """A connection, waiting (bounded) while another process holds the file."""
-        @retry(
+    @contextmanager
+    def connect(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection for the block, waiting (bounded) while another process holds the file.
+
+        Reads while the process has the file attached share the attachment; other reads open
+        it read-only, with no attachment (no checkpoint is ever needed for them)."""
+        key = self.path.resolve()
+        with _ATTACHING:
+            held = _ATTACHED.get(key)
+            if held is None and not read_only:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                held = _ATTACHED[key] = _Attachment(self._retrying(self._attach))
+            if held is not None:
+                held.users += 1
+        if held is None:
+            with self._retrying(lambda: duckdb.connect(str(self.path), read_only=True)) as con:
+                yield con
+            return
+        try:
+            with held.base.cursor() as con:
+                con.execute(f"USE {CATALOG}")
+                yield con
+        finally:
+            with _ATTACHING:
+                held.users -= 1
+                if held.users == 0:
+                    del _ATTACHED[key]
+                    held.base.close()  # checkpoints, and lets other processes have the file
+
+    def _attach(self) -> duckdb.DuckDBPyConnection:
+        base = duckdb.connect(":memory:")
+        try:
+            quoted = str(self.path).replace("'", "''")
+            base.execute(f"ATTACH '{quoted}' AS {CATALOG} (ROW_GROUP_SIZE {ROW_GROUP_SIZE})")
+        except BaseException:
+            base.close()
+            raise
+        return base
+
+    def _retrying(self, opener: Callable[[], duckdb.DuckDBPyConnection]
+                  ) -> duckdb.DuckDBPyConnection:
+        """`opener()`, again with growing pauses while another process holds the file."""
+        return retry(
             retry=retry_if_exception(_is_lock_conflict),
             stop=stop_after_delay(self._lock_wait),
             wait=wait_random_exponential(multiplier=0.05, max=1.0),
             reraise=True,
-        )
-        def connect() -> duckdb.DuckDBPyConnection:
-            return duckdb.connect(str(self.path), read_only=read_only)
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        return connect()
+        )(opener)()
 
     def ensure_schema(self) -> None:
         with _writer(self.path), self.connect() as con:

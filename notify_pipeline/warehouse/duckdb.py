@@ -59,7 +59,7 @@ CREATE TABLE IF NOT EXISTS {SCHEMA}.events ({COLUMNS});
 WRITE_SETTINGS = {"memory_limit": "128MB", "threads": "1"}
 _WRITERS: dict[Path, threading.Lock] = {}
 _WRITERS_GUARD = threading.Lock()
-ROW_GROUP_SIZE = 16_384
+ROW_GROUP_SIZE = 32_768
 CATALOG = "notify_warehouse"  # what the process's attachment of the file is called
 
 

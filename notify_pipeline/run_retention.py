@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 
 from notify_pipeline.resources import DeploymentResource
+from notify_pipeline.schedules import once_a_day
 
 FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE,
             dg.DagsterRunStatus.CANCELED]
@@ -46,9 +47,6 @@ def run_retention() -> None:
     purge_old_runs()
 
 
-@dg.schedule(job=run_retention, cron_schedule="15 3 * * *", execution_timezone="UTC",
-             default_status=dg.DefaultScheduleStatus.RUNNING,
-             description="Every day at 03:15 UTC: delete finished runs past their retention.")
-def run_retention_daily(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-    when = context.scheduled_execution_time
-    return dg.RunRequest(run_key=f"{when:%Y-%m-%d}" if when else None)
+run_retention_daily = once_a_day(
+    "run_retention_daily", run_retention, "15 3 * * *",
+    "Every day at 03:15 UTC: delete finished runs past their retention.")

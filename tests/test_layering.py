@@ -23,7 +23,7 @@ PACKAGE = "notify_pipeline"
 # Top-level modules and packages of notify_pipeline that make up the Dagster layer.
 DAGSTER_LAYER = frozenset({
     "definitions", "jobs", "sensors", "assets", "resources", "bigquery_resource", "profiles",
-    "cli", "run_retention",
+    "cli", "run_retention", "schedules",
 })
 ADAPTERS = frozenset({"delivery", "inbox", "ledger", "warehouse", "provider_events"})
 SETTINGS = f"{PACKAGE}.settings"

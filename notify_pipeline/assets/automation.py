@@ -5,6 +5,7 @@ DNS records daily. Schedules, so the UI lists each with its last tick; one run p
 import dagster as dg
 
 from notify_pipeline.assets.partitions import services
+from notify_pipeline.schedules import once_a_day
 
 tables_job = dg.define_asset_job(
     "analytics_tables", selection=["service_events", "daily_stats", "sheets_export",
@@ -44,12 +45,8 @@ def analytics_rates_daily(context: dg.ScheduleEvaluationContext) -> list[dg.RunR
     return _per_service(context, f"{when:%Y-%m-%d}" if when else "now")
 
 
-@dg.schedule(job=dns_job, cron_schedule="0 6 * * *", execution_timezone="UTC",
-             default_status=dg.DefaultScheduleStatus.RUNNING,
-             description="Every day at 06:00 UTC: the DNS records file.")
-def dns_records_daily(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-    when = context.scheduled_execution_time
-    return dg.RunRequest(run_key=f"{when:%Y-%m-%d}" if when else None)
+dns_records_daily = once_a_day("dns_records_daily", dns_job, "0 6 * * *",
+                               "Every day at 06:00 UTC: the DNS records file.")
 
 
 SCHEDULES = [analytics_tables_hourly, analytics_rates_daily, dns_records_daily]

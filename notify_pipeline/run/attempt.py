@@ -99,7 +99,6 @@ class BatchAttempt:
     waits: list[float] = field(default_factory=list)  # seconds until each deferral may go
     not_before: list[datetime] = field(default_factory=list)  # when quota deferrals may go
     unsettled: list[Settlement] = field(default_factory=list)  # terminal, not yet committed
-    defer_commits: bool = False  # settlements wait for the next hand-off's start (`_deliver`)
     rules: Rules = field(init=False)  # fixed for the attempt once `run` has begun
 
     def run(self) -> float:
@@ -216,7 +215,7 @@ class BatchAttempt:
         unavailable: list[Unavailable] = []
         waiting: Sequence[Claimed] = ()
         envelopes = [job.accepted.envelope for job in to_send]
-        self.defer_commits = p.renderer.pooled(len(envelopes))
+        commit_each = not p.renderer.pooled(len(envelopes))  # else with the next one's start
         try:
             with p.renderer.renderings(envelopes, self.summary) as renderings, \
                     Handoffs(p.transport) as handoffs:
@@ -226,13 +225,13 @@ class BatchAttempt:
                         continue
                     with timed(self.summary, "handoff"):
                         finished = handoffs.submit(job, outgoing)
-                    unavailable += self._settle_all(finished)
+                    unavailable += self._settle_all(finished, commit=commit_each)
                     if unavailable:
                         waiting = to_send[index + 1:]
                         break
                 with timed(self.summary, "handoff"):
                     finished = handoffs.drain()
-                unavailable += self._settle_all(finished)
+                unavailable += self._settle_all(finished, commit=commit_each)
         finally:
             self._commit()  # what settled, even when the batch stops on an error
         if unavailable:
@@ -256,9 +255,10 @@ class BatchAttempt:
         return OutgoingMessage(env.service, env.message_id, env.from_address, acc.recipients,
                                rendered.data, ip_pool=pool)
 
-    def _settle_all(self, finished: list[Finished]) -> list[Unavailable]:
-        """Record finished hand-offs; returns those that found the provider unreachable and
-        should wait for a later attempt."""
+    def _settle_all(self, finished: list[Finished], *, commit: bool) -> list[Unavailable]:
+        """Record finished hand-offs, committed now if `commit`, else by the next `_commit`;
+        returns those that found the provider unreachable and should wait for a later
+        attempt."""
         unavailable = []
         for done in finished:
             acc = done.job.accepted
@@ -277,7 +277,7 @@ class BatchAttempt:
                           acc.envelope.service, acc.envelope.message_id, exc)
                 self._fail(acc, FailureReason.PROVIDER_UNAVAILABLE)
             self.done.append(acc.item.key)  # its inbox item goes once `_commit` has run
-        if not self.defer_commits:
+        if commit:
             self._commit()
         return unavailable
 
@@ -324,8 +324,8 @@ class BatchAttempt:
     def _wait_for_recipients(self, job: Claimed) -> None:
         """Hand one message back, the rest of the batch going on: its recipients' server asked
         it to come back later. The waits grow with its attempts, as greylisting wants minutes."""
-        env, p = job.accepted.envelope, self.pipeline
-        p.ledger.release([(env.service, env.message_id)], owner=self.owner)
+        p = self.pipeline
+        self._release([job])
         self.summary.defer(DeferReason.RECIPIENTS_DEFERRED)
         self.waits.append(jittered_backoff(job.attempts, base=p.retry_after_seconds,
                                            cap=RECIPIENT_WAIT_CAP_SECONDS))
@@ -338,10 +338,13 @@ class BatchAttempt:
                     exc, len(tried) + len(waiting))
         for jobs, attempted in ((tried, True), (waiting, False)):
             if jobs:
-                self.pipeline.ledger.release(
-                    [(j.accepted.envelope.service, j.accepted.envelope.message_id) for j in jobs],
-                    owner=self.owner, attempted=attempted)
+                self._release(jobs, attempted=attempted)
         self._defer(DeferReason.PROVIDER_UNAVAILABLE, len(tried) + len(waiting))
+
+    def _release(self, jobs: Sequence[Claimed], *, attempted: bool = True) -> None:
+        self.pipeline.ledger.release(
+            [(j.accepted.envelope.service, j.accepted.envelope.message_id) for j in jobs],
+            owner=self.owner, attempted=attempted)
 
     # terminal states
 

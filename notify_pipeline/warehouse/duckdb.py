@@ -72,7 +72,7 @@ class _Attachment:
 
 
 _ATTACHED: dict[Path, _Attachment] = {}
-_ATTACHING = threading.RLock()  # held while the file is attached or let go
+_ATTACHING = threading.Lock()  # held while the file is attached or let go
 
 
 def _is_lock_conflict(exc: BaseException) -> bool:

@@ -334,26 +334,31 @@ def machine_cpu_seconds() -> float:
 def tree_cpu_seconds(pid: int) -> float:
     """User + system CPU of a live process and all its live descendants, each with the CPU of
     the children it has already reaped (so exited render workers count too)."""
-    return _cpu_seconds(pid, include_root=True)
+    return _cpu_of(_tree(pid))
 
 
 def descendants_cpu_seconds(pid: int) -> float:
     """As `tree_cpu_seconds`, without the process itself: a process adds its own CPU from
     `getrusage`, whose microseconds never fall behind /proc's clock ticks."""
-    return _cpu_seconds(pid, include_root=False)
+    return _cpu_of(_tree(pid)[1:])
 
 
-def _cpu_seconds(pid: int, include_root: bool) -> float:
+def _tree(pid: int) -> list[Any]:
+    """The live process `pid` and its live descendants (none if it is gone)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def _cpu_of(procs: list[Any]) -> float:
     import psutil
 
     total = 0.0
-    try:
-        root = psutil.Process(pid)
-        tree = [root, *root.children(recursive=True)] if include_root else root.children(
-            recursive=True)
-    except psutil.Error:
-        return total
-    for proc in tree:
+    for proc in procs:
         try:
             t = proc.cpu_times()
         except psutil.Error:

@@ -4,9 +4,7 @@ messages ahead of the hand-offs so a batch's memory does not grow with its size.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-import select
 import threading
 import time
 import traceback
@@ -20,6 +18,7 @@ from datetime import datetime
 from typing import Protocol
 
 from notify_pipeline import mime
+from notify_pipeline.child_process import exit_with_owner, forkserver
 from notify_pipeline.message import Envelope
 from notify_pipeline.run.summary import Counts
 
@@ -172,11 +171,8 @@ class RenderPool:
         with cls._lock:
             key = (os.getpid(), processes)
             if cls._pool is None or cls._key != key:
-                context = multiprocessing.get_context("forkserver")
-                context.set_forkserver_preload(["notify_pipeline.mime",
-                                                "notify_pipeline.signing"])
-                cls._pool = ProcessPoolExecutor(processes, mp_context=context,
-                                                initializer=_exit_with_owner,
+                cls._pool = ProcessPoolExecutor(processes, mp_context=forkserver(),
+                                                initializer=exit_with_owner,
                                                 initargs=(os.getpid(),))
                 cls._key = key
             return cls._pool
@@ -236,33 +232,3 @@ def _with_stage_times(
         counts.stage_seconds["render"] += rendered.render_seconds
         counts.stage_seconds["sign"] += rendered.sign_seconds
         yield rendered
-
-
-def _exit_with_owner(owner: int) -> None:
-    """Runs in each worker: exit as soon as the process that owns the pool is gone.
-
-    A forkserver child cannot wait for its parent instead: every worker holds the fd that
-    would tell the forkserver its client died, so after a SIGKILL neither would ever leave,
-    and a caller reading the run's output would wait for them forever. A pidfd (Linux 5.3+)
-    becomes readable when the owner exits, zombie or not; elsewhere we poll once a second.
-    """
-
-    def watch() -> None:
-        try:
-            descriptor = os.pidfd_open(owner)
-        except (AttributeError, OSError):  # no pidfds here: poll
-            while _alive(owner):
-                time.sleep(1.0)
-        else:
-            select.select([descriptor], [], [])
-        os._exit(0)
-
-    threading.Thread(target=watch, name="exit-with-owner", daemon=True).start()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True

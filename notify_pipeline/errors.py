@@ -108,6 +108,9 @@ class RecipientsDeferredError(DeliveryError):
         super().__init__(message)
         self.result = result
 
+    def __reduce__(self) -> tuple[type[RecipientsDeferredError], tuple[str, HandoffResult]]:
+        return type(self), (str(self), self.result)  # survives the hand-off process's pipe
+
 
 class PermanentDeliveryError(DeliveryError):
     """Nothing was handed off and there is no point in retrying (invalid parameters)."""

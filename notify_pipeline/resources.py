@@ -23,7 +23,7 @@ from pydantic import PrivateAttr
 from notify_pipeline import defaults as d
 from notify_pipeline.bigquery_resource import EmulatorAwareBigQueryResource
 from notify_pipeline.delivery.base import Transport
-from notify_pipeline.delivery.pool import TransportPool
+from notify_pipeline.delivery.process_pool import ProcessTransportPool
 from notify_pipeline.delivery.ses import SesTransport
 from notify_pipeline.delivery.shared_rate import SharedSendRate
 from notify_pipeline.delivery.smtp import SmtpTransport
@@ -234,10 +234,11 @@ class SmtpResource(TransportResource):
     connections: int = d.SMTP_CONNECTIONS
 
     def transport(self, ledger: Ledger | None = None) -> Transport:
-        """`connections` conversations at once (a pool), or one when it is 1."""
+        """`connections` conversations at once (in a process of their own), or one, in the
+        run's process, when it is 1."""
         if self.connections == 1:
             return self._one()
-        return TransportPool(self._one, self.connections)
+        return ProcessTransportPool(self._one(), self.connections)
 
     def _one(self) -> SmtpTransport:
         return SmtpTransport(

@@ -12,7 +12,7 @@ import pytest
 from notify_pipeline.ledger.base import Ledger, current_owner
 from notify_pipeline.run import run_worker
 from notify_pipeline.run.interrupts import stop_on_interrupt
-from tests.test_worker import delivered_ids, enqueue, worker_parts
+from tests.test_worker import before_each_handoff, delivered_ids, enqueue, worker_parts
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
@@ -24,15 +24,13 @@ def test_an_interrupt_mid_batch_finishes_the_batch_then_stops(local, sink, signu
 
         def interrupted_pipeline(book: Ledger) -> Any:
             pipeline = make(book)
-            send = pipeline.transport.send
 
-            def signal_then_send(message: Any) -> Any:
+            def signal_once() -> None:
                 if not signalled:
                     signalled.append(signum)
                     os.kill(os.getpid(), signum)  # as Dagster does when the run is to end
-                return send(message)
 
-            pipeline.transport.send = signal_then_send
+            before_each_handoff(pipeline, signal_once)
             return pipeline
 
         stop = threading.Event()

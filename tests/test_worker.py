@@ -33,6 +33,7 @@ from dagster._core.remote_origin import (
 
 from notify_pipeline.cli import process_once
 from notify_pipeline.definitions import build_definitions
+from notify_pipeline.delivery.process_pool import ProcessTransportPool
 from notify_pipeline.events import utcnow
 from notify_pipeline.inbox.base import InboxItem
 from notify_pipeline.inbox.local import LocalInbox
@@ -85,6 +86,21 @@ def delivered_ids(local) -> Counter[str]:
         str(email.message_from_bytes(raw, policy=email.policy.default)["Subject"])
         for raw in local.maildir()
     )
+
+
+
+def before_each_handoff(pipeline: Any, hook: Callable[[], None]) -> None:
+    """Call `hook` as each hand-off begins, in the run's process: `start` of the process pool
+    the SMTP resource gives for several connections, else the transport's own `send`."""
+    transport = pipeline.transport
+    name = "start" if isinstance(transport, ProcessTransportPool) else "send"
+    begin = getattr(transport, name)
+
+    def hooked(message: Any) -> Any:
+        hook()
+        return begin(message)
+
+    setattr(transport, name, hooked)
 
 
 def enqueue(local, *ids: str) -> None:
@@ -200,13 +216,7 @@ def test_stop_finishes_the_batch_in_hand_and_runs_no_other(local, sink):
 
         def stopping_pipeline(book: Ledger) -> Any:
             pipeline = make(book)
-            send = pipeline.transport.send
-
-            def send_then_stop(message: Any) -> Any:
-                stop.set()  # as if the run were asked to end during its first hand-off
-                return send(message)
-
-            pipeline.transport.send = send_then_stop
+            before_each_handoff(pipeline, stop.set)  # as if asked to end during the first
             return pipeline
 
         totals = run_worker(**{**parts, "make_pipeline": stopping_pipeline},
@@ -227,10 +237,10 @@ def test_an_interrupt_mid_batch_ends_the_loop_and_releases_the_batch_lease(local
         def interrupted_pipeline(book: Ledger) -> Any:
             pipeline = make(book)
 
-            def interrupt(message: Any) -> Any:
+            def interrupt() -> None:
                 raise KeyboardInterrupt
 
-            pipeline.transport.send = interrupt
+            before_each_handoff(pipeline, interrupt)
             return pipeline
 
         with pytest.raises(KeyboardInterrupt):

@@ -3,7 +3,7 @@ retention, exports and the bounces to forward."""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 
@@ -55,6 +55,19 @@ def test_daily_stats_counts_each_column(warehouse, store):
     refresh = store.refresh_daily_stats("svc")
     assert refresh.full and refresh.days == (D1,)
     assert _daily(store, "svc") == {D1: (10, 9, 2, 3, 1, 5, 6, 7)}
+
+
+def test_an_event_counts_towards_its_utc_day_either_side_of_midnight(warehouse, store):
+    edges = [datetime(2026, 11, 20, 23, 59, 59, 999999, tzinfo=UTC),
+             datetime(2026, 11, 21, 0, 0, tzinfo=UTC),
+             datetime(2026, 11, 21, 1, 30, tzinfo=timezone(timedelta(hours=2)))]  # 23:30 UTC
+    with warehouse.connect() as con:
+        for n, occurred in enumerate(edges):
+            con.execute("INSERT INTO notify_events.events VALUES ($id, 'svc', $id, NULL, 'send',"
+                        " 'r@example.org', $at, $at, NULL, NULL, NULL, 'Subject', '{}')",
+                        {"id": f"e{n}", "at": occurred})
+    store.refresh_daily_stats("svc")
+    assert {day: row[0] for day, row in _daily(store, "svc").items()} == {D1: 2, D2: 1}
 
 
 def test_daily_stats_refreshes_only_days_touched_since_last_time(warehouse):

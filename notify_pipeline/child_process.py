@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import select
+import signal
 import threading
 import time
 from multiprocessing.context import ForkServerContext
@@ -20,6 +21,17 @@ def forkserver() -> ForkServerContext:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(PRELOAD)
     return context
+
+
+def follow_owner(owner: int) -> None:
+    """Runs in a child: leave interrupts to the owner, and exit as soon as it is gone.
+
+    A Ctrl-C or a SIGTERM reaches every process of the group, and the owner's first one
+    finishes the batch in hand (`run/interrupts.py`), for which it still needs its children.
+    """
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
+    exit_with_owner(owner)
 
 
 def exit_with_owner(owner: int) -> None:

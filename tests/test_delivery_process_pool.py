@@ -126,3 +126,16 @@ def test_children_kept_idle_are_few_and_the_longest_idle_leave(peer: FaultySmtp)
         time.sleep(0.05)
     assert [pid is not None and alive(pid) for pid in pids] == [False] * 2 + [True] * IDLE_CHILDREN
 
+
+
+def test_interrupts_of_the_process_group_are_left_to_the_run(peer: FaultySmtp) -> None:
+    with pool_for(peer) as pool:
+        pool.send(outgoing("before@example.org"))
+        child = pool.pid
+        assert child is not None
+        for signum in (signal.SIGINT, signal.SIGTERM):  # as a Ctrl-C or `kill -TERM -<group>`
+            os.kill(child, signum)
+        time.sleep(0.2)  # long enough for a child that obeyed them to be gone
+        (outcome,) = pool.send(outgoing("after@example.org", 1)).outcomes
+        assert outcome.status is RecipientStatus.ACCEPTED
+        assert pool.pid == child

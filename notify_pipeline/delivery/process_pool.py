@@ -26,7 +26,7 @@ from functools import partial
 from multiprocessing.connection import Connection
 from typing import Any, ClassVar
 
-from notify_pipeline.child_process import exit_with_owner, forkserver
+from notify_pipeline.child_process import follow_owner, forkserver
 from notify_pipeline.delivery.base import HandoffResult, OutgoingMessage, Transport
 from notify_pipeline.delivery.pool import TransportPool
 from notify_pipeline.errors import AmbiguousHandoffError, DeliveryError, RetryableDeliveryError
@@ -200,8 +200,9 @@ class _Child:
 
 def _serve(conn: Connection, template: Transport, size: int, owner: int, level: int) -> None:
     """The child: hand each message received off on one of `size` threads, and send back what
-    became of it (or a log record) as it happens; leave when told to or when the run is gone."""
-    exit_with_owner(owner)
+    became of it (or a log record) as it happens; leave when told to or when the run is gone
+    (interrupts are the run's to handle)."""
+    follow_owner(owner)
     lock = threading.Lock()
     root = logging.getLogger()
     root.setLevel(level)

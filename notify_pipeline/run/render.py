@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Protocol
 
 from notify_pipeline import mime
-from notify_pipeline.child_process import exit_with_owner, forkserver
+from notify_pipeline.child_process import follow_owner, forkserver
 from notify_pipeline.message import Envelope
 from notify_pipeline.run.summary import Counts
 
@@ -172,7 +172,7 @@ class RenderPool:
             key = (os.getpid(), processes)
             if cls._pool is None or cls._key != key:
                 cls._pool = ProcessPoolExecutor(processes, mp_context=forkserver(),
-                                                initializer=exit_with_owner,
+                                                initializer=follow_owner,
                                                 initargs=(os.getpid(),))
                 cls._key = key
             return cls._pool

@@ -24,13 +24,13 @@ def forkserver() -> ForkServerContext:
 
 
 def follow_owner(owner: int) -> None:
-    """Runs in a child: leave interrupts to the owner, and exit as soon as it is gone.
+    """Runs in a child: leave Ctrl-C to the owner, and exit as soon as the owner is gone.
 
-    A Ctrl-C or a SIGTERM reaches every process of the group, and the owner's first one
-    finishes the batch in hand (`run/interrupts.py`), for which it still needs its children.
+    A Ctrl-C reaches every process of the terminal's group, and the owner's first one finishes
+    the batch in hand (`run/interrupts.py`), for which it still needs its children. SIGTERM
+    keeps its default: it is how `multiprocessing` ends its children when the owner exits.
     """
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     exit_with_owner(owner)
 
 

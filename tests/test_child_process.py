@@ -16,7 +16,7 @@ def _follow_then_wait(owner: int, ready: Any) -> None:
     time.sleep(60)
 
 
-def test_a_child_outlives_the_interrupts_its_process_group_gets() -> None:
+def test_a_child_outlives_a_ctrl_c_to_its_process_group() -> None:
     context = forkserver()
     ready = context.Event()
     child = context.Process(target=_follow_then_wait, args=(os.getpid(), ready), daemon=True)
@@ -24,8 +24,7 @@ def test_a_child_outlives_the_interrupts_its_process_group_gets() -> None:
     try:
         assert ready.wait(30), "the child did not start"
         assert child.pid is not None
-        for signum in (signal.SIGINT, signal.SIGTERM):  # a Ctrl-C, `kill -TERM -<pgid>`
-            os.kill(child.pid, signum)
+        os.kill(child.pid, signal.SIGINT)  # as a Ctrl-C in the terminal does
         time.sleep(0.2)
         assert alive(child.pid) and child.is_alive()
     finally:

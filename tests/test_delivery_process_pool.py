@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -128,14 +130,37 @@ def test_children_kept_idle_are_few_and_the_longest_idle_leave(peer: FaultySmtp)
 
 
 
-def test_interrupts_of_the_process_group_are_left_to_the_run(peer: FaultySmtp) -> None:
+def test_a_ctrl_c_to_the_process_group_is_left_to_the_run(peer: FaultySmtp) -> None:
     with pool_for(peer) as pool:
         pool.send(outgoing("before@example.org"))
         child = pool.pid
         assert child is not None
-        for signum in (signal.SIGINT, signal.SIGTERM):  # as a Ctrl-C or `kill -TERM -<group>`
-            os.kill(child, signum)
+        os.kill(child, signal.SIGINT)  # as a Ctrl-C in the terminal does
         time.sleep(0.2)  # long enough for a child that obeyed them to be gone
         (outcome,) = pool.send(outgoing("after@example.org", 1)).outcomes
         assert outcome.status is RecipientStatus.ACCEPTED
         assert pool.pid == child
+
+
+EXITING = """
+import sys
+from notify_pipeline.delivery.base import OutgoingMessage
+from notify_pipeline.delivery.process_pool import ProcessTransportPool
+from notify_pipeline.delivery.smtp import SmtpTransport
+
+if __name__ == "__main__":
+    pool = ProcessTransportPool(SmtpTransport(host="127.0.0.1", port=int(sys.argv[1])), 2)
+    pool.send(OutgoingMessage("s", "m", "a@example.org", ("exit@example.org",), b"Hi\\r\\n"))
+    pool.close()  # the child waits, idle, for a next pool that never comes
+"""
+
+
+def test_a_process_with_an_idle_child_exits_at_once(peer: FaultySmtp, tmp_path: Path) -> None:
+    script = tmp_path / "exiting.py"
+    script.write_text(EXITING)
+    began = time.monotonic()
+    done = subprocess.run([sys.executable, str(script), str(peer.port)], timeout=60,
+                          cwd=Path(__file__).parent.parent, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert time.monotonic() - began < 20
+    assert peer.copies["exit@example.org"] == 1

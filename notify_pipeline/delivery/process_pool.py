@@ -201,7 +201,7 @@ class _Child:
 def _serve(conn: Connection, template: Transport, size: int, owner: int, level: int) -> None:
     """The child: hand each message received off on one of `size` threads, and send back what
     became of it (or a log record) as it happens; leave when told to or when the run is gone
-    (interrupts are the run's to handle)."""
+    (a Ctrl-C is the run's to handle)."""
     follow_owner(owner)
     lock = threading.Lock()
     root = logging.getLogger()

@@ -16,10 +16,11 @@ import pytest
 from benchmarks.fault_peers import FaultySmtp, SmtpFault
 from notify_pipeline.child_process import alive
 from notify_pipeline.delivery.base import OutgoingMessage, RecipientStatus
-from notify_pipeline.delivery.process_pool import IDLE_CHILDREN, ProcessTransportPool
+from notify_pipeline.delivery.process_pool import IDLE_CHILDREN, ProcessTransportPool, _portable
 from notify_pipeline.delivery.smtp import SmtpTransport
 from notify_pipeline.errors import (
     AmbiguousHandoffError,
+    PermanentDeliveryError,
     RecipientsDeferredError,
     RetryableDeliveryError,
 )
@@ -164,3 +165,16 @@ def test_a_process_with_an_idle_child_exits_at_once(peer: FaultySmtp, tmp_path: 
     assert done.returncode == 0, done.stderr
     assert time.monotonic() - began < 20
     assert peer.copies["exit@example.org"] == 1
+
+
+class _TwoPartRefusal(PermanentDeliveryError):
+    """Unpicklable as it stands: its arguments are not what it passes to the base class."""
+
+    def __init__(self, code: int, text: str) -> None:
+        super().__init__(f"{code} {text}")
+
+
+def test_an_error_that_cannot_cross_the_pipe_arrives_as_the_same_kind_of_outcome() -> None:
+    arrived = _portable(_TwoPartRefusal(550, "no such user"))
+    assert type(arrived) is PermanentDeliveryError and str(arrived) == "550 no such user"
+    assert type(_portable(RetryableDeliveryError("later"))) is RetryableDeliveryError

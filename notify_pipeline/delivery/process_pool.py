@@ -29,7 +29,13 @@ from typing import Any, ClassVar
 from notify_pipeline.child_process import follow_owner, forkserver
 from notify_pipeline.delivery.base import HandoffResult, OutgoingMessage, Transport
 from notify_pipeline.delivery.pool import TransportPool
-from notify_pipeline.errors import AmbiguousHandoffError, DeliveryError, RetryableDeliveryError
+from notify_pipeline.errors import (
+    AmbiguousHandoffError,
+    DeliveryError,
+    PermanentDeliveryError,
+    RecipientsDeferredError,
+    RetryableDeliveryError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -247,9 +253,11 @@ def _portable(exc: DeliveryError) -> DeliveryError:
     try:
         arrived: DeliveryError = pickle.loads(pickle.dumps(exc))  # noqa: S301 - our own bytes
     except Exception:
-        kind = RetryableDeliveryError if isinstance(exc, RetryableDeliveryError) \
-            else AmbiguousHandoffError
-        return kind(str(exc))
+        if isinstance(exc, RecipientsDeferredError | RetryableDeliveryError):
+            return RetryableDeliveryError(str(exc))  # nothing was handed off
+        if isinstance(exc, PermanentDeliveryError):
+            return PermanentDeliveryError(str(exc))
+        return AmbiguousHandoffError(str(exc))
     return arrived
 
 

@@ -203,7 +203,8 @@ class BatchAttempt:
         """Hand each claimed message off; what finds the provider unreachable is handed back.
 
         Hand-offs begin in claim order, at most `transport.concurrency` at once, each on a
-        thread of its own; the ledger and the summary are touched only here, on this thread. A
+        connection of its own (on threads, or in a process of their own for SMTP); the ledger
+        and the summary are touched only here, on this thread. A
         crash therefore leaves at most that many messages `handing_off`, to be recorded as
         ambiguous. When the workers render ahead, the next message is ready at once, so a
         finished hand-off is committed together with the next one's start (one ledger

@@ -522,9 +522,12 @@ def test_ambiguity_after_another_transaction_succeeded_fails_only_the_rest(raw) 
 # --- reconnecting ------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("pipelined", [False, True])
 @pytest.mark.parametrize("closing", [DROP, "421 4.4.2 idle timeout"])
-def test_server_closing_an_idle_connection_costs_no_attempt(raw, closing: str) -> None:
-    server = raw(on("MAIL", closing, count=2))  # every connection dies at its second message
+def test_server_closing_an_idle_connection_costs_no_attempt(
+        raw, closing: str, pipelined: bool) -> None:
+    dies = on("MAIL", closing, count=2)  # every connection dies at its second message
+    server = raw(pipelining(dies) if pipelined else dies)
     with transport(server.port, max_attempts=1) as smtp:
         results = [smtp.send(outgoing()) for _ in range(3)]
 
@@ -721,3 +724,60 @@ def test_explicit_arguments() -> None:
     )
     assert SmtpTransport(host="smtp.mailtrap.io", port=1).username is None
     assert smtp.reports_delivery is True
+
+
+PIPELINING_EHLO = "250-raw.test\r\n250-SIZE 100000000\r\n250 PIPELINING"
+
+
+def pipelining(*scripts: Callable[[str, int, int], str | None]):
+    """A RawSMTP script offering PIPELINING (RFC 2920), then following `scripts` in turn."""
+
+    def script(seen: str, conn: int, n: int) -> str | None:
+        if seen == "EHLO":
+            return PIPELINING_EHLO
+        return next((r for s in scripts if (r := s(seen, conn, n)) is not None), None)
+
+    return script
+
+
+def test_a_pipelining_server_gets_mail_rcpt_and_data_in_one_write(raw) -> None:
+    server = raw(pipelining(on("RCPT", "550 5.1.1 no such user", count=2)))
+    with transport(server.port) as smtp:
+        result = smtp.send(outgoing("a@example.org", "gone@example.org", "b@example.org"))
+
+    assert statuses(result) == {"a@example.org": "accepted", "gone@example.org": "bounced",
+                                "b@example.org": "accepted"}
+    assert result.provider_message_id == "Q1"
+    assert (server.phases["MAIL"], server.phases["RCPT"], server.phases["DATA"]) == (1, 3, 1)
+
+
+def test_pipelined_data_for_no_recipient_is_ended_empty_and_nothing_is_sent(raw) -> None:
+    """All of them refused for now, yet the server took DATA (354): the client must end it
+    with a lone dot (RFC 2920 3.1), which is a message to no one."""
+    server = raw(pipelining(on("RCPT", "450 4.2.1 try later")))
+    with transport(server.port, max_attempts=2) as smtp, \
+            pytest.raises(RecipientsDeferredError) as raised:
+        smtp.send(outgoing())
+
+    assert statuses(raised.value.result) == {"someone@example.org": "failed"}
+    assert server.phases["DATA"] == 2 and server.bodies == [b"", b""]
+
+
+def test_a_server_without_pipelining_gets_no_data_when_no_recipient_is_taken(raw) -> None:
+    server = raw(on("RCPT", "450 4.2.1 try later"))
+    with transport(server.port, max_attempts=2) as smtp, pytest.raises(RecipientsDeferredError):
+        smtp.send(outgoing())
+
+    assert server.phases["RCPT"] == 2 and server.phases["DATA"] == 0
+
+
+def test_pipelined_connection_lost_at_rcpt_costs_an_attempt(raw) -> None:
+    """Only a loss before MAIL FROM's reply is the idle connection's fault; later, the
+    server has taken the transaction up."""
+    server = raw(pipelining(on("RCPT", "421 4.3.2 shutting down", count=2)))
+    with transport(server.port, max_attempts=1) as smtp:
+        smtp.send(outgoing())
+        with pytest.raises(RetryableDeliveryError, match="1 attempts"):
+            smtp.send(outgoing())
+
+    assert server.connections == 1

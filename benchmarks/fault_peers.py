@@ -72,8 +72,8 @@ class SmtpFault:
 
 
 class _FaultyHandler(MaildirHandler):
-    def __init__(self, peer: FaultySmtp, maildir: Path) -> None:
-        super().__init__(maildir)
+    def __init__(self, peer: FaultySmtp, maildir: Path, *, pipelining: bool) -> None:
+        super().__init__(maildir, pipelining=pipelining)
         self.peer = peer
 
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
@@ -153,11 +153,12 @@ class FaultySmtp:
     A recipient's attempts are its RCPT commands; once its faults are used up it is served
     normally, unless `repeat` holds it to its last fault for ever. `restart_after(n, seconds)`
     stops the server at the first MAIL after the n-th stored message and starts it again on the
-    same port `seconds` later.
+    same port `seconds` later. `pipelining` offers PIPELINING (RFC 2920), as the sink does.
     """
 
     def __init__(self, maildir: Path, plan: Mapping[str, Sequence[SmtpFault]] | None = None, *,
-                 repeat: bool = False, stall_seconds: float = 2.0, port: int = 0) -> None:
+                 repeat: bool = False, stall_seconds: float = 2.0, port: int = 0,
+                 pipelining: bool = True) -> None:
         self.maildir = maildir
         by_recipient = {address.lower(): faults for address, faults in (plan or {}).items()}
         self.faults = FaultPlan(by_recipient, repeat=repeat)
@@ -168,7 +169,7 @@ class FaultySmtp:
         self.restarts = 0
         self._restart: tuple[int, float] | None = None
         self._lock = threading.Lock()
-        self._handler = _FaultyHandler(self, maildir)
+        self._handler = _FaultyHandler(self, maildir, pipelining=pipelining)
         self._controller: SinkController | None = None
         self.port = port
 

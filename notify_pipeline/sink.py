@@ -84,11 +84,21 @@ class SinkController(Controller):
 class MaildirHandler:
     """aiosmtpd handler storing each message durably in a Maildir, with the optional simulator."""
 
-    def __init__(self, maildir: Path, *, simulate: bool = False) -> None:
+    def __init__(self, maildir: Path, *, simulate: bool = False, pipelining: bool = True) -> None:
         for sub in ("tmp", "new", "cur"):  # mailbox.Maildir(create=True) skips an existing folder
             (maildir / sub).mkdir(parents=True, exist_ok=True)
         self.maildir = maildir
         self.simulate = simulate
+        self.pipelining = pipelining
+
+    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope,
+                          hostname: str, responses: list[str]) -> list[str]:
+        """Offer PIPELINING (RFC 2920) as real relays do: aiosmtpd answers commands that arrive
+        together in order, one at a time."""
+        session.host_name = hostname
+        if not self.pipelining:
+            return responses
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]

@@ -23,14 +23,17 @@ def forkserver() -> ForkServerContext:
     return context
 
 
-def follow_owner(owner: int) -> None:
-    """Runs in a child: leave Ctrl-C to the owner, and exit as soon as the owner is gone.
+def follow_owner(owner: int, niceness: int = 0) -> None:
+    """Runs in a child: leave Ctrl-C to the owner, and exit as soon as the owner is gone;
+    `niceness` > 0 lowers the child's CPU priority by that much (`os.nice`).
 
     A Ctrl-C reaches every process of the terminal's group, and the owner's first one finishes
     the batch in hand (`run/interrupts.py`), for which it still needs its children. SIGTERM
     keeps its default: it is how `multiprocessing` ends its children when the owner exits.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if niceness > 0:
+        os.nice(niceness)
     exit_with_owner(owner)
 
 

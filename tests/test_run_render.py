@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from notify_pipeline.message import Envelope
-from notify_pipeline.run.render import Renderer
+from notify_pipeline.run.render import RENDER_NICENESS, Renderer
 from notify_pipeline.run.summary import Counts
 
 DATE = datetime(2026, 11, 2, 9, 30, 15, tzinfo=UTC)
@@ -83,3 +83,20 @@ def test_leaving_early_cancels_what_the_workers_have_not_started(counter):
         for _ in range(10):
             next(results)
     assert wait_for_more_than(counter, 10 + WINDOW, seconds=1.0) <= 10 + WINDOW
+
+
+@dataclass(frozen=True)
+class NicenessSigner:
+    """Writes the niceness of the process that signs into the message."""
+
+    def sign(self, message: bytes) -> bytes:
+        return f"Niceness: {os.nice(0)}\r\n".encode() + message
+
+
+def test_workers_sign_at_a_lower_priority_than_the_run():
+    signer = NicenessSigner()
+    pooled = Renderer(lambda _domain: signer, lambda: DATE, processes=2, window=WINDOW)
+    with pooled.renderings(envelopes(64), Counts()) as results:
+        stamps = {r.data.split(b"\r\n", 1)[0] for r in results if r.data is not None}
+    expected = min(19, os.nice(0) + RENDER_NICENESS)
+    assert stamps == {f"Niceness: {expected}".encode()}

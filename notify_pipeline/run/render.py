@@ -29,6 +29,11 @@ POOL_MIN_MESSAGES = 32
 # keep every worker busy while the hand-offs catch up, few enough that a batch's rendered bytes,
 # pickled tasks and futures stay a small, fixed amount whatever the batch size (back-pressure).
 RENDER_WINDOW = 256
+# The workers' CPU priority is lowered by this much: they work ahead, so they can wait, while every
+# message's hand-off passes the run's process, the hand-off process and the SMTP server in turn,
+# and each of those waits for a core whenever a worker holds it. With the workers niced, those
+# get a core as soon as they wake, and the workers take whatever CPU is left.
+RENDER_NICENESS = 10
 
 
 class Signer(Protocol):
@@ -173,7 +178,7 @@ class RenderPool:
             if cls._pool is None or cls._key != key:
                 cls._pool = ProcessPoolExecutor(processes, mp_context=forkserver(),
                                                 initializer=follow_owner,
-                                                initargs=(os.getpid(),))
+                                                initargs=(os.getpid(), RENDER_NICENESS))
                 cls._key = key
             return cls._pool
 

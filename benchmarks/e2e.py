@@ -106,7 +106,7 @@ def run(messages: int, *, quick: bool, peer: str, workdir: Path) -> dict[str, An
     ratios = {}
     for name, part in (("pipeline", piped), ("per_batch_runs", per_batch)):
         for other, against in (("limit", bound), ("floor", floor), ("naive", naive)):
-            ratios[f"{name}/{other}"] = round(part["per_second"] / against["per_second"], 2)
+            ratios[f"{name}/{other}"] = round(part["per_second"] / against["per_second"], 3)
     return {
         "benchmark": "e2e",
         "messages": messages,

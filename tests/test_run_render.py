@@ -65,12 +65,21 @@ def renderer(counter: Path) -> Renderer:
     return Renderer(lambda _domain: signer, lambda: DATE, processes=2, window=WINDOW)
 
 
+def add_all(renderings, envs: list[Envelope]) -> list[str]:
+    keys = [f"key-{env.message_id}" for env in envs]
+    for key, env in zip(keys, envs, strict=True):
+        renderings.add(key, env)
+    return keys
+
+
 def test_workers_render_at_most_a_window_ahead_of_the_caller(counter):
-    with renderer(counter).renderings(envelopes(MESSAGES), Counts()) as results:
-        taken = [next(results) for _ in range(10)]
+    with renderer(counter).renderings(MESSAGES, Counts()) as renderings:
+        keys = add_all(renderings, envelopes(MESSAGES))
+        renderings.keep(keys)
+        taken = [renderings.take(key) for key in keys[:10]]
         # unbounded, the workers would sign the whole batch while the caller is busy
         assert wait_for_more_than(counter, 10 + WINDOW, seconds=2.0) <= 10 + WINDOW
-        taken += list(results)
+        taken += [renderings.take(key) for key in keys[10:]]
     assert len(taken) == MESSAGES
     for i, rendered in enumerate(taken):
         assert rendered.data is not None and rendered.data.startswith(b"Signed: yes\r\n")
@@ -78,10 +87,55 @@ def test_workers_render_at_most_a_window_ahead_of_the_caller(counter):
     assert signed(counter) == MESSAGES
 
 
+def test_workers_begin_as_messages_are_added_before_the_claim(counter):
+    with renderer(counter).renderings(MESSAGES, Counts()) as renderings:
+        add_all(renderings, envelopes(MESSAGES))
+        # nothing kept or taken yet: the workers fill their window all the same
+        assert wait_for_more_than(counter, 0, seconds=5.0) > 0
+        assert wait_for_more_than(counter, WINDOW, seconds=1.0) <= WINDOW
+
+
+def test_only_kept_messages_are_taken_and_dropped_ones_are_not_started(counter):
+    counts = Counts()
+    with renderer(counter).renderings(MESSAGES, counts) as renderings:
+        keys = add_all(renderings, envelopes(MESSAGES))
+        kept = keys[1::2]  # e.g. every other one was a duplicate
+        renderings.keep(kept)
+        taken = [renderings.take(key) for key in kept]
+    assert [r.data is not None and f"Subject: Summary {2 * i + 1}\r\n".encode() in r.data
+            for i, r in enumerate(taken)] == [True] * len(kept)
+    # the dropped ones were signed only if given to the workers before `keep`: a window at most
+    assert len(kept) <= signed(counter) <= len(kept) + WINDOW
+    assert counts.stage_seconds["sign"] > 0
+
+
+def test_small_batches_render_in_the_run_when_taken(counter):
+    with renderer(counter).renderings(8, Counts()) as renderings:
+        keys = add_all(renderings, envelopes(8))
+        renderings.keep(keys[:3])
+        assert not renderings.pooled and signed(counter) == 0
+        taken = [renderings.take(key) for key in keys[:3]]
+    assert all(r.data is not None for r in taken) and signed(counter) == 3
+
+
+def test_a_message_without_a_signer_fails_without_reaching_the_workers():
+    def signer_for(domain: str) -> CountingSigner:
+        raise OSError("the key cannot be read")
+
+    pooled = Renderer(signer_for, lambda: DATE, processes=2, window=WINDOW)
+    with pooled.renderings(MESSAGES, Counts()) as renderings:
+        keys = add_all(renderings, envelopes(40))
+        renderings.keep(keys)
+        taken = [renderings.take(key) for key in keys]
+    assert {r.error for r in taken} == {"OSError"}
+
+
 def test_leaving_early_cancels_what_the_workers_have_not_started(counter):
-    with renderer(counter).renderings(envelopes(MESSAGES), Counts()) as results:
-        for _ in range(10):
-            next(results)
+    with renderer(counter).renderings(MESSAGES, Counts()) as renderings:
+        keys = add_all(renderings, envelopes(MESSAGES))
+        renderings.keep(keys)
+        for key in keys[:10]:
+            renderings.take(key)
     assert wait_for_more_than(counter, 10 + WINDOW, seconds=1.0) <= 10 + WINDOW
 
 
@@ -96,7 +150,10 @@ class NicenessSigner:
 def test_workers_sign_at_a_lower_priority_than_the_run():
     signer = NicenessSigner()
     pooled = Renderer(lambda _domain: signer, lambda: DATE, processes=2, window=WINDOW)
-    with pooled.renderings(envelopes(64), Counts()) as results:
-        stamps = {r.data.split(b"\r\n", 1)[0] for r in results if r.data is not None}
+    with pooled.renderings(64, Counts()) as renderings:
+        keys = add_all(renderings, envelopes(64))
+        renderings.keep(keys)
+        stamps = {r.data.split(b"\r\n", 1)[0] for key in keys
+                  if (r := renderings.take(key)).data is not None}
     expected = min(19, os.nice(0) + RENDER_NICENESS)
     assert stamps == {f"Niceness: {expected}".encode()}

@@ -34,7 +34,7 @@ from notify_pipeline.errors import (
 )
 from notify_pipeline.events import Event
 from notify_pipeline.faults import crashpoint
-from notify_pipeline.inbox.base import Inbox
+from notify_pipeline.inbox.base import Inbox, InboxItem
 from notify_pipeline.ledger.base import Claim, ClaimStatus, Ledger, MessageState, Settlement
 from notify_pipeline.limits import SendingLimits, usage_row
 from notify_pipeline.message import Envelope
@@ -47,7 +47,7 @@ from notify_pipeline.run.outcomes import (
     queued_events,
     reject_events,
 )
-from notify_pipeline.run.render import Rendered, Renderer
+from notify_pipeline.run.render import Rendered, Renderer, Renderings
 from notify_pipeline.run.summary import BatchSummary, timed
 
 log = logging.getLogger(__name__)
@@ -105,17 +105,18 @@ class BatchAttempt:
         """Run the batch; returns the retry delay for whatever it leaves unfinished."""
         p = self.pipeline
         items = list(self.inbox.read(self.batch_id))
-        p.renderer.prestart(len(items))  # workers start while we decide
-        with timed(self.summary, "decide"):
-            self.rules, now = p.rules, p.clock()
-            decisions = [decide(item, self.rules, now) for item in items]
-        self.summary.requests = len(decisions)
-        self._record_rejects([d for d in decisions if isinstance(d, Rejected)])
-        accepted = self._split_suppressed([d for d in decisions if isinstance(d, Accepted)])
-        with timed(self.summary, "claim"):
-            to_send = self._claim(accepted)
-        crashpoint("after_claim")
-        self._deliver(to_send)
+        p.renderer.prestart(len(items))  # workers start while we read and decide
+        with p.renderer.renderings(len(items), self.summary) as renderings:
+            with timed(self.summary, "decide"):
+                decisions = self._decide(items, renderings)
+            self.summary.requests = len(decisions)
+            self._record_rejects([d for d in decisions if isinstance(d, Rejected)])
+            accepted = self._split_suppressed([d for d in decisions if isinstance(d, Accepted)])
+            with timed(self.summary, "claim"):
+                to_send = self._claim(accepted)
+            renderings.keep([job.accepted.item.key for job in to_send])
+            crashpoint("after_claim")
+            self._deliver(to_send, renderings)
         self.inbox.finish(self.batch_id, self.done)
         now = p.clock()
         waits = [*self.waits, *((t - now).total_seconds() for t in self.not_before)]
@@ -127,6 +128,19 @@ class BatchAttempt:
         self.waits.append(self.pipeline.retry_after_seconds)
 
     # deciding and claiming
+
+    def _decide(self, items: list[InboxItem], renderings: Renderings) -> list[Accepted | Rejected]:
+        """Decide every request, each accepted one going to be rendered at once: rendering
+        touches nothing shared, so it may begin before the claim (what is not claimed is
+        dropped), and the workers are not idle while the rest of the batch is decided."""
+        self.rules, now = self.pipeline.rules, self.pipeline.clock()
+        decisions: list[Accepted | Rejected] = []
+        for item in items:
+            decision = decide(item, self.rules, now)
+            if isinstance(decision, Accepted):
+                renderings.add(item.key, decision.envelope)
+            decisions.append(decision)
+        return decisions
 
     def _record_rejects(self, rejected: list[Rejected]) -> None:
         if not rejected:
@@ -199,7 +213,7 @@ class BatchAttempt:
 
     # handing off
 
-    def _deliver(self, to_send: list[Claimed]) -> None:
+    def _deliver(self, to_send: list[Claimed], renderings: Renderings) -> None:
         """Hand each claimed message off; what finds the provider unreachable is handed back.
 
         Hand-offs begin in claim order, at most `transport.concurrency` at once, each on a
@@ -212,16 +226,13 @@ class BatchAttempt:
         leave twice as many ambiguous, never one sent twice. Rendering and signing, which touch
         no shared state, run ahead of the hand-offs in worker processes for larger batches.
         """
-        p = self.pipeline
         unavailable: list[Unavailable] = []
         waiting: Sequence[Claimed] = ()
-        envelopes = [job.accepted.envelope for job in to_send]
-        commit_each = not p.renderer.pooled(len(envelopes))  # else with the next one's start
+        commit_each = not renderings.pooled  # else with the next one's start
         try:
-            with p.renderer.renderings(envelopes, self.summary) as renderings, \
-                    Handoffs(p.transport) as handoffs:
-                for index, (job, rendered) in enumerate(zip(to_send, renderings, strict=True)):
-                    outgoing = self._begin(job.accepted, rendered)
+            with Handoffs(self.pipeline.transport) as handoffs:
+                for index, job in enumerate(to_send):
+                    outgoing = self._begin(job.accepted, renderings.take(job.accepted.item.key))
                     if outgoing is None:
                         continue
                     with timed(self.summary, "handoff"):

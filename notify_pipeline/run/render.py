@@ -9,7 +9,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
@@ -93,7 +93,7 @@ def cpus() -> int:
 
 @dataclass(frozen=True)
 class Renderer:
-    """Turns a batch's envelopes into signed bytes, in order; `processes` < 2 renders here."""
+    """Turns a batch's envelopes into signed bytes; `processes` < 2 renders in the run."""
 
     signer_for: Callable[[str], Signer]
     clock: Callable[[], datetime]
@@ -101,8 +101,8 @@ class Renderer:
     window: int = RENDER_WINDOW
 
     def prestart(self, messages: int) -> None:
-        """Start the workers while the batch is still being decided, if it will need them."""
-        if messages >= POOL_MIN_MESSAGES:
+        """Start the workers while the batch is still being read, if it will need them."""
+        if self.pooled(messages):
             RenderPool.prestart(self.processes)
 
     def pooled(self, messages: int) -> bool:
@@ -110,31 +110,57 @@ class Renderer:
         return self.processes >= 2 and messages >= POOL_MIN_MESSAGES
 
     @contextmanager
-    def renderings(self, envelopes: Sequence[Envelope], counts: Counts) -> Iterator[
-            Iterator[Rendered]]:
-        """Every message rendered and signed, in order: by the worker pool when the batch is
-        large enough, else each one here just before its hand-off."""
-        tasks = [self._task(env) for env in envelopes]
-        work = [task for task in tasks if isinstance(task, RenderTask)]
-        if not self.pooled(len(work)):
-            yield _with_stage_times(
-                (task if isinstance(task, Rendered) else render_task(task) for task in tasks),
-                counts, waited=False,
-            )
+    def renderings(self, messages: int, counts: Counts) -> Iterator[Renderings]:
+        """Renderings for a batch of about `messages`: by the worker pool, from the moment each
+        message is added, when the batch is large enough; else each one here when taken."""
+        if not self.pooled(messages):
+            yield _RenderHere(self, counts)
             return
-        chunk = max(1, min(16, len(work) // (4 * self.processes), self.window))
-        with RenderPool.map(self.processes, work, chunk, self.window) as results:
-            yield _with_stage_times(
-                (task if isinstance(task, Rendered) else next(results) for task in tasks),
-                counts, waited=True,
-            )
+        chunk = max(1, min(16, messages // (4 * self.processes), self.window))
+        with RenderPool.ahead(self, chunk, counts) as ahead:
+            yield ahead
 
-    def _task(self, env: Envelope) -> RenderTask | Rendered:
+    def task(self, env: Envelope) -> RenderTask | Rendered:
         """The work for `env`, or the failure to find its signer."""
         try:
             return RenderTask(env, self.clock(), self.signer_for(env.domain))
         except Exception as exc:  # e.g. an unreadable key: this message fails, not the batch
             return Rendered.failed(exc)
+
+
+class Renderings(Protocol):
+    """A batch's messages, rendered and signed. Messages are added as they are decided, `keep`
+    then names those that will be taken (the ones claimed, in the order added), and `take`
+    returns each in that order."""
+
+    @property
+    def pooled(self) -> bool: ...
+    def add(self, key: str, env: Envelope) -> None: ...
+    def keep(self, keys: Sequence[str]) -> None: ...
+    def take(self, key: str) -> Rendered: ...
+
+
+class _RenderHere:
+    """Each message rendered in the run's process when it is taken, just before its hand-off."""
+
+    pooled = False
+
+    def __init__(self, renderer: Renderer, counts: Counts) -> None:
+        self._renderer = renderer
+        self._counts = counts
+        self._added: dict[str, Envelope] = {}
+
+    def add(self, key: str, env: Envelope) -> None:
+        self._added[key] = env
+
+    def keep(self, keys: Sequence[str]) -> None:
+        self._added = {key: self._added[key] for key in keys}
+
+    def take(self, key: str) -> Rendered:
+        task = self._renderer.task(self._added.pop(key))
+        rendered = task if isinstance(task, Rendered) else render_task(task)
+        _count(self._counts, rendered)
+        return rendered
 
 
 class RenderPool:
@@ -157,14 +183,12 @@ class RenderPool:
 
     @classmethod
     @contextmanager
-    def map(
-        cls, processes: int, work: Sequence[RenderTask], chunk: int, window: int
-    ) -> Iterator[Iterator[Rendered]]:
-        """Results in order, with at most `window` messages given to the workers and not yet
-        taken from the iterator; whatever is still queued is cancelled when the block ends."""
-        ahead = _Window(cls._get(processes), work, chunk, window)
+    def ahead(cls, renderer: Renderer, chunk: int, counts: Counts) -> Iterator[_RenderAhead]:
+        """Renderings by this pool's workers; whatever is still queued is cancelled when the
+        block ends."""
+        ahead = _RenderAhead(cls._get(renderer.processes), renderer, chunk, counts)
         try:
-            yield ahead.results()
+            yield ahead
         except BrokenProcessPool:
             cls._discard()  # a worker died: the next batch gets a fresh pool
             raise
@@ -190,50 +214,79 @@ class RenderPool:
             pool.shutdown(wait=False, cancel_futures=True)
 
 
-class _Window:
-    """Chunks of a batch submitted to the pool as the caller takes results: back-pressure that
-    keeps at most `window` messages (whole chunks; `chunk` <= `window`) submitted and not yet
-    taken."""
+class _RenderAhead:
+    """Messages given to the workers in chunks as they are added, so rendering overlaps the
+    deciding and claiming of the rest of the batch, and then the hand-offs. Back-pressure keeps
+    at most `window` messages (whole chunks; `chunk` <= `window`) given to the workers and not
+    yet taken or dropped. Until `keep`, only what fills a chunk is given; what `keep` leaves out
+    is never started if it has not been, its work wasted otherwise (a window at most)."""
 
-    def __init__(self, pool: ProcessPoolExecutor, work: Sequence[RenderTask], chunk: int,
-                 window: int) -> None:
+    pooled = True
+
+    def __init__(self, pool: ProcessPoolExecutor, renderer: Renderer, chunk: int,
+                 counts: Counts) -> None:
         self._pool = pool
-        self._chunks = (work[i:i + chunk] for i in range(0, len(work), chunk))
-        self._depth = max(1, window // chunk)
-        self._futures: deque[Future[list[Rendered]]] = deque()
+        self._renderer = renderer
+        self._chunk = chunk
+        self._window = renderer.window
+        self._counts = counts
+        self._queued: deque[tuple[str, RenderTask]] = deque()  # added, not yet given
+        self._futures: deque[tuple[list[str], Future[list[Rendered]]]] = deque()
+        self._ready: dict[str, Rendered] = {}  # back from the workers (or failed), not taken
+        self._out: set[str] = set()  # given to the workers, not yet taken or dropped
+        self._dropped: set[str] = set()  # given before `keep` left them out
+        self._kept = False
 
-    def results(self) -> Iterator[Rendered]:
+    def add(self, key: str, env: Envelope) -> None:
+        task = self._renderer.task(env)
+        if isinstance(task, Rendered):
+            self._ready[key] = task
+        else:
+            self._queued.append((key, task))
+            self._top_up()
+
+    def keep(self, keys: Sequence[str]) -> None:
+        wanted = set(keys)
+        self._queued = deque(entry for entry in self._queued if entry[0] in wanted)
+        self._ready = {key: r for key, r in self._ready.items() if key in wanted}
+        self._dropped = self._out - wanted
+        self._out &= wanted
+        self._kept = True
         self._top_up()
-        while self._futures:
-            yield from self._futures.popleft().result()
-            self._top_up()  # the chunk has been taken: the next one may start
+
+    def take(self, key: str) -> Rendered:
+        start = time.perf_counter()
+        while key not in self._ready:
+            names, future = self._futures.popleft()  # IndexError: `key` was never kept
+            for name, rendered in zip(names, future.result(), strict=True):
+                if name in self._dropped:
+                    self._dropped.discard(name)
+                else:
+                    self._ready[name] = rendered
+            self._top_up()
+        self._counts.stage_seconds["render_wait"] += time.perf_counter() - start
+        rendered = self._ready.pop(key)
+        self._out.discard(key)
+        self._top_up()  # it has been taken: the next chunk may start
+        _count(self._counts, rendered)
+        return rendered
 
     def _top_up(self) -> None:
-        while len(self._futures) < self._depth:
-            chunk = next(self._chunks, None)
-            if chunk is None:
+        while self._queued and (self._kept or len(self._queued) >= self._chunk):
+            size = min(self._chunk, len(self._queued))
+            if len(self._out) + size > self._window:
                 return
-            self._futures.append(self._pool.submit(render_tasks, chunk))
+            chunk = [self._queued.popleft() for _ in range(size)]
+            names = [name for name, _ in chunk]
+            self._futures.append((names, self._pool.submit(render_tasks, [t for _, t in chunk])))
+            self._out.update(names)
 
     def cancel(self) -> None:
         """Cancel what no worker has started; what is running ends on its own."""
         while self._futures:
-            self._futures.popleft().cancel()
+            self._futures.popleft()[1].cancel()
 
 
-def _with_stage_times(
-    results: Iterable[Rendered], counts: Counts, *, waited: bool
-) -> Iterator[Rendered]:
-    """Pass results through, adding their render and sign times to the counts, and the time
-    spent waiting for the workers as `render_wait` when `waited`."""
-    iterator = iter(results)
-    while True:
-        start = time.perf_counter()
-        rendered = next(iterator, None)
-        if waited:
-            counts.stage_seconds["render_wait"] += time.perf_counter() - start
-        if rendered is None:
-            return
-        counts.stage_seconds["render"] += rendered.render_seconds
-        counts.stage_seconds["sign"] += rendered.sign_seconds
-        yield rendered
+def _count(counts: Counts, rendered: Rendered) -> None:
+    counts.stage_seconds["render"] += rendered.render_seconds
+    counts.stage_seconds["sign"] += rendered.sign_seconds

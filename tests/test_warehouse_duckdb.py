@@ -140,3 +140,29 @@ def test_connections_of_one_process_share_the_file_and_let_it_go_together(wareho
         capture_output=True, text=True, timeout=60)
     assert other.returncode == 0, other.stderr
     assert stored(warehouse) == [("x", "send")]
+
+
+INTERRUPTED_QUERY = """
+import os, signal, sys, threading
+from pathlib import Path
+from notify_pipeline.warehouse.duckdb import DuckDBWarehouse
+
+warehouse = DuckDBWarehouse(Path(sys.argv[1]))
+warehouse.ensure_schema()
+threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+try:
+    with warehouse.connect() as con:  # a query that runs until it is interrupted
+        con.execute("SELECT count(*) FROM range(1000000000000) a WHERE a % 7 = 3").fetchall()
+except BaseException as exc:
+    print(type(exc).__name__)
+print(warehouse.query("SELECT count(*) FROM notify_events.events")[0][0])
+"""
+
+
+def test_an_interrupt_during_a_query_stays_an_interrupt(tmp_path):
+    """DuckDB cancels the query and raises RuntimeError; code that logs an Exception and goes
+    on would run past the operator's stop, so the warehouse raises KeyboardInterrupt."""
+    done = subprocess.run([sys.executable, "-c", INTERRUPTED_QUERY, str(tmp_path / "w.duckdb")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["KeyboardInterrupt", "0"]  # and the file is usable after

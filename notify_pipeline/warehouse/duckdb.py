@@ -13,6 +13,11 @@ long-lived process's peak memory stepped up with every 40,000 messages (docs/per
 DuckDB keeps that size per attachment, so every connection of the process shares one
 attachment, kept while any of them is open (as DuckDB shares one database per file for plain
 connections); a tool that opens the file with the default size merely repacks the small groups.
+
+DuckDB answers an interrupt (SIGINT) that arrives during a query by cancelling the query and
+raising `RuntimeError("Query interrupted")`, which swallows the `KeyboardInterrupt`: code that
+logs an `Exception` and goes on (a worker's failed flush) would then run past the operator's
+stop. Every connection here gives the interrupt back as `KeyboardInterrupt`.
 """
 
 from __future__ import annotations
@@ -75,6 +80,20 @@ _ATTACHED: dict[Path, _Attachment] = {}
 _ATTACHING = threading.Lock()  # held while the file is attached or let go
 
 
+INTERRUPTED = "Query interrupted"  # what DuckDB raises when SIGINT cancels a query
+
+
+@contextmanager
+def _interrupts_kept() -> Iterator[None]:
+    """Within the block, a query that DuckDB cancelled for SIGINT raises KeyboardInterrupt."""
+    try:
+        yield
+    except RuntimeError as exc:
+        if type(exc) is RuntimeError and str(exc) == INTERRUPTED:
+            raise KeyboardInterrupt from exc
+        raise
+
+
 def _is_lock_conflict(exc: BaseException) -> bool:
     return isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower()
 
@@ -97,6 +116,11 @@ class DuckDBWarehouse(Warehouse):
 
         Reads while the process has the file attached share the attachment; other reads open
         it read-only, with no attachment (no checkpoint is ever needed for them)."""
+        with _interrupts_kept(), self._connect(read_only=read_only) as con:
+            yield con
+
+    @contextmanager
+    def _connect(self, *, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
         key = self.path.resolve()
         with _ATTACHING:
             held = _ATTACHED.get(key)

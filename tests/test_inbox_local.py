@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from notify_pipeline.inbox.local import LocalInbox
+from notify_pipeline.inbox.local import FINISHED_DIR, LocalInbox, wait_for_removals
 from notify_pipeline.inbox.retention import KeptRetention
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -176,6 +176,58 @@ def test_an_entry_in_a_batch_that_cannot_be_read_is_set_aside(tmp_path: Path) ->
     box.finish(batch, ["a.json"])
     assert box.batches() == []
     assert (box.rejected_dir / f"{batch}--b.json").is_dir()
+
+
+def staged_batch(box: LocalInbox, names: list[str]) -> str:
+    for name in names:
+        write(box, name, datetime.now(UTC) - timedelta(hours=1))
+    batch = box.stage(max_items=len(names), max_age_seconds=0, now=datetime.now(UTC))
+    assert batch is not None
+    return batch
+
+
+def request_files(box: LocalInbox) -> list[str]:
+    """Every request file left under batches/, hidden folders included."""
+    return sorted(p.name for p in box.batch_dir.rglob("*.json"))
+
+
+def test_a_batch_done_whole_leaves_at_once_and_is_removed_in_the_background(
+    tmp_path: Path,
+) -> None:
+    box = LocalInbox(tmp_path)
+    batch = staged_batch(box, ["a.json", "b.json", "c.json"])
+
+    box.finish(batch, ["a.json", "b.json", "c.json"])
+    assert box.batches() == [] and list(box.read(batch)) == [], "never read again"
+    assert wait_for_removals(timeout=10)
+    assert request_files(box) == []
+    assert list((box.batch_dir / FINISHED_DIR).iterdir()) == []
+
+
+def test_a_batch_done_in_part_keeps_the_rest_in_place(tmp_path: Path) -> None:
+    box = LocalInbox(tmp_path)
+    batch = staged_batch(box, ["a.json", "b.json", "c.json"])
+
+    box.finish(batch, ["a.json", "c.json"])
+    assert box.batches() == [batch]
+    assert staged_names(box, batch) == ["b.json"]
+    box.finish(batch, ["b.json"])
+    assert wait_for_removals(timeout=10)
+    assert box.batches() == [] and request_files(box) == []
+
+
+def test_what_a_dead_process_left_finished_is_removed_by_the_next_finish(
+    tmp_path: Path,
+) -> None:
+    box = LocalInbox(tmp_path)
+    left = box.batch_dir / FINISHED_DIR / "20261201T000000-0123456789ab.0123456789ab"
+    left.mkdir(parents=True)
+    (left / "old.json").write_bytes(b"{}")
+    assert box.batches() == [], "a finished folder is not a batch"
+
+    box.finish(staged_batch(box, ["new.json"]), ["new.json"])
+    assert wait_for_removals(timeout=10)
+    assert request_files(box) == []
 
 
 # retention of kept copies

@@ -5,6 +5,13 @@ Staging renames files into `batches/<id>/` (atomic per file), first under a hidd
 The receive time of a request is its file's mtime, which a rename preserves. One stager at a
 time holds `batches/.stage.lock` (a worker run and the per-batch sensor can meet while one
 worker hands over to the next); the kernel releases it if its holder dies.
+
+A batch whose every request is done leaves `batches/` in one rename, into `batches/.finished/`,
+and a thread of the process removes it from there: on a file system where each unlink waits
+for the disk (ext4 mounted with `discard`, say), removing a batch's files one by one held the
+run up for as long as it took, while nothing else could go on. Hidden folders are never listed
+as batches, so a request is never read again once its batch has left; whatever a process left
+in `.finished/` when it died is removed by the next one to finish a batch there.
 """
 
 from __future__ import annotations
@@ -14,7 +21,9 @@ import hashlib
 import heapq
 import logging
 import os
+import queue
 import shutil
+import threading
 import uuid
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -27,6 +36,7 @@ from notify_pipeline.inbox.retention import ExpiredCopies, KeptRetention, servic
 from notify_pipeline.request import redact_token
 
 STAGING_PREFIX = ".staging-"
+FINISHED_DIR = ".finished"  # in batches/: finished batches, being removed
 REASON_SUFFIX = ".reason"
 NOT_A_FILE = "not_a_file"  # the reason code of an inbox entry set aside unread
 _log = logging.getLogger(__name__)
@@ -179,7 +189,16 @@ class LocalInbox(Inbox):
                      type(exc).__name__)
 
     def finish(self, batch_id: str, keys: Sequence[str]) -> None:
+        """Remove the done requests: the whole folder at once when every request in it is
+        done (removed in the background), else each done one."""
         folder = self.batch_dir / batch_id
+        if _holds_only(folder, keys):
+            finished = self.batch_dir / FINISHED_DIR
+            finished.mkdir(exist_ok=True)
+            with suppress(FileNotFoundError):  # another owner got there first
+                folder.rename(finished / f"{batch_id}.{uuid.uuid4().hex[:12]}")
+            _SWEEPER.sweep(finished)
+            return
         for key in keys:
             (folder / key).unlink(missing_ok=True)
         with suppress(FileNotFoundError):  # another owner emptied it too, and got there first
@@ -258,6 +277,67 @@ def _remove_kept(path: Path) -> bool:
         _log.warning("rejected/: could not remove expired %r: %s", path.name, type(exc).__name__)
         return False
     return True
+
+
+def _holds_only(folder: Path, keys: Sequence[str]) -> bool:
+    """Whether every request in `folder` is among `keys` (False if it is gone)."""
+    try:
+        with os.scandir(folder) as entries:
+            names = {entry.name for entry in entries if not entry.name.startswith(".")}
+    except FileNotFoundError:
+        return False
+    return names <= set(keys)
+
+
+class _Sweeper:
+    """The process's one thread removing finished batches' folders, so their unlinks wait for
+    the disk off the run's path. `sweep` asks it to empty a `.finished/` folder: what is in it
+    now, this batch's and any a dead process left. A folder it cannot remove stays for the next
+    sweep; one whose removal the process's exit cut short, for the next process's."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._asked: queue.SimpleQueue[Path] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._idle = threading.Event()
+        self._idle.set()
+
+    def sweep(self, finished: Path) -> None:
+        with self._lock:
+            self._idle.clear()
+            self._asked.put(finished)
+            if self._thread is None or not self._thread.is_alive():  # none yet, or forked
+                self._thread = threading.Thread(target=self._run, name="inbox-sweeper",
+                                                daemon=True)
+                self._thread.start()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until everything asked so far is removed (or found unremovable)."""
+        return self._idle.wait(timeout)
+
+    def _run(self) -> None:
+        while True:
+            finished = self._asked.get()
+            try:
+                for path in sorted(finished.iterdir()):
+                    with suppress(FileNotFoundError):  # another process is removing it too
+                        shutil.rmtree(path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                _log.warning("batches/%s: could not remove a finished batch (%s); the next"
+                             " finished batch tries again", FINISHED_DIR, type(exc).__name__)
+            with self._lock:
+                if self._asked.empty():
+                    self._idle.set()
+
+
+_SWEEPER = _Sweeper()
+
+
+def wait_for_removals(timeout: float | None = None) -> bool:
+    """Wait until this process has removed every batch it finished; False on a timeout."""
+    return _SWEEPER.wait(timeout)
 
 
 def _batch_id(files: Sequence[tuple[int, str]]) -> str:

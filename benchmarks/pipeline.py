@@ -194,6 +194,7 @@ def drive_worker(messages: int, timeout: float) -> dict[str, Any]:
 
     import dagster as dg
 
+    from notify_pipeline.inbox.local import wait_for_removals
     from notify_pipeline.jobs import build_pipeline
     from notify_pipeline.ledger.base import current_owner
     from notify_pipeline.profiles import resources_for
@@ -226,12 +227,14 @@ def drive_worker(messages: int, timeout: float) -> dict[str, Any]:
         baseline = _Cpu()
         print("ready", flush=True)
         work(timeout, stop)
+        wait_for_removals()  # the last batch's files are removed in the background: count it
         return _drive_result(totals, baseline)
 
 
 def drive(messages: int, timeout: float) -> dict[str, Any]:
     """The driver process: warm up, say `ready`, then drain until every request is done."""
     from notify_pipeline.cli import process_once
+    from notify_pipeline.inbox.local import wait_for_removals
     from notify_pipeline.run import Counts, Totals
     from notify_pipeline.settings import Settings
 
@@ -247,6 +250,7 @@ def drive(messages: int, timeout: float) -> dict[str, Any]:
         totals.batches += summary["batches"]
         if not summary["requests"]:
             time.sleep(0.05)
+    wait_for_removals()
     return _drive_result(totals, baseline)
 
 

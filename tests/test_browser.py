@@ -86,10 +86,11 @@ def sensor_rows(page: Any, url: str) -> dict[str, str]:
     return rows
 
 
-def open_latest_skipped_tick(page: Any, url: str, seconds: float = 120) -> None:
-    """Open the sensor page's latest skipped tick, reloading while it has none yet: the worker
-    sensor's ticks request successors while its short-lived runs hand over (they last 30 s
-    here), and on a loaded machine its first skipped tick can be a minute away."""
+def open_latest_skipped_tick(page: Any, url: str, reason: str, seconds: float = 120) -> None:
+    """Open the sensor page's latest skipped tick and wait for `reason` in it, reloading while
+    it has none yet or skipped for another reason: the worker sensor's ticks request
+    successors while its short-lived runs hand over (they last 30 s here), and on a loaded
+    machine its first skipped tick for `reason` can be a minute away."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     deadline = time.monotonic() + seconds
@@ -97,6 +98,7 @@ def open_latest_skipped_tick(page: Any, url: str, seconds: float = 120) -> None:
         page.goto(url)
         try:
             page.get_by_role("button", name="0 runs requested").first.click(timeout=15_000)
+            page.get_by_role("dialog").get_by_text(reason).first.wait_for(timeout=15_000)
             return
         except PlaywrightTimeout:
             if time.monotonic() >= deadline:
@@ -116,9 +118,7 @@ def test_sensors_show_their_last_tick_and_a_worker_run_its_outcome_table(local, 
     page.screenshot(path=str(SCREENSHOTS / "sensors.png"), full_page=True)
     for sensor, skipped in SKIP_REASONS.items():
         open_latest_skipped_tick(page, f"http://127.0.0.1:{ui_port}/locations/{LOCATION}"
-                                 f"/sensors/{sensor}")
-        dialog = page.get_by_role("dialog")
-        dialog.get_by_text(skipped).first.wait_for(timeout=30_000)  # why it skipped
+                                 f"/sensors/{sensor}", skipped)  # and why it skipped
         page.screenshot(path=str(SCREENSHOTS / f"{sensor}.png"), full_page=True)
 
     wait_for(lambda: status_of(instance, first.run_id) in FINISHED, 90, "the worker to end")

@@ -147,6 +147,7 @@ import os, signal, sys, threading
 from pathlib import Path
 from notify_pipeline.warehouse.duckdb import DuckDBWarehouse
 
+signal.signal(signal.SIGINT, signal.default_int_handler)  # even if our parent ignores SIGINT
 warehouse = DuckDBWarehouse(Path(sys.argv[1]))
 warehouse.ensure_schema()
 threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()

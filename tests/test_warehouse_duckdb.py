@@ -143,16 +143,27 @@ def test_connections_of_one_process_share_the_file_and_let_it_go_together(wareho
 
 
 INTERRUPTED_QUERY = """
-import os, signal, sys, threading
+import os, signal, sys, threading, time
 from pathlib import Path
 from notify_pipeline.warehouse.duckdb import DuckDBWarehouse
 
 signal.signal(signal.SIGINT, signal.default_int_handler)  # even if our parent ignores SIGINT
 warehouse = DuckDBWarehouse(Path(sys.argv[1]))
 warehouse.ensure_schema()
-threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+querying = threading.Event()
+
+def interrupt_the_query():
+    querying.wait()
+    time.sleep(0.5)
+    os.kill(os.getpid(), signal.SIGINT)
+
+threading.Thread(target=interrupt_the_query, daemon=True).start()
 try:
     with warehouse.connect() as con:  # a query that runs until it is interrupted
+        # On one thread, as a write runs (WRITE_SETTINGS): with more, DuckDB's connection thread
+        # can sit waiting on another thread's task without looking for signals.
+        con.execute("SET threads = 1")
+        querying.set()
         con.execute("SELECT count(*) FROM range(1000000000000) a WHERE a % 7 = 3").fetchall()
 except BaseException as exc:
     print(type(exc).__name__)

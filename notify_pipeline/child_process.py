@@ -29,9 +29,12 @@ def follow_owner(owner: int, niceness: int = 0) -> None:
 
     A Ctrl-C reaches every process of the terminal's group, and the owner's first one finishes
     the batch in hand (`run/interrupts.py`), for which it still needs its children. SIGTERM
-    keeps its default: it is how `multiprocessing` ends its children when the owner exits.
+    gets its default back: it is how `multiprocessing` ends its children when the owner exits,
+    and an ignored one is inherited (Dagster gives SIGTERM whatever SIGINT has, and a job
+    started in the background ignores SIGINT), so the owner would wait at exit forever.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if niceness > 0:
         os.nice(niceness)
     exit_with_owner(owner)

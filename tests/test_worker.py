@@ -226,6 +226,8 @@ def test_stop_finishes_the_batch_in_hand_and_runs_no_other(local, sink):
     assert totals.batches == 1 and totals.delivered == 2, "the first batch finished whole"
     assert left == [2], "the second batch was left staged for the next owner"
     assert sum(delivered_ids(local).values()) == 2
+    sent = {e["message_id"] for e in local.events("event_type = 'send'")}
+    assert len(sent) == 2 and totals.events == len(local.events()), "its events were flushed"
 
 
 def test_an_interrupt_mid_batch_ends_the_loop_and_releases_the_batch_lease(local, sink):

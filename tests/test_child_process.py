@@ -51,8 +51,8 @@ assert ready.wait(30), "the child did not start"
 
 def test_an_owner_that_ignores_sigterm_still_ends_its_children_at_exit() -> None:
     """multiprocessing ends a daemonic child with SIGTERM as its owner exits, then waits for
-    it; a child that kept an inherited SIG_IGN made the owner wait out the child's sleep (60 s;
-    a delivery worker's idle hand-off process, forever)."""
+    it; a child that kept an inherited SIG_IGN made the owner wait out the child's sleep (60 s
+    here; an idle hand-off process, which only leaves when told, forever)."""
     started = time.monotonic()
     done = subprocess.run([sys.executable, "-c", OWNER_IGNORING_SIGTERM], cwd=REPO,
                           capture_output=True, text=True, timeout=45)

@@ -1,6 +1,7 @@
 """Throughput, in one run on one machine: the limit, the floor, the naive loop, the pipeline.
 
-    python -m benchmarks.e2e --messages 10000 [--quick] [--peer c|python] [--workdir DIR]
+    python -m benchmarks.e2e --messages 10000 [--rounds 3] [--quick] [--peer c|python]
+                             [--workdir DIR]
 
 Prints one JSON object:
 - `limit`: cores / (t_RSA + t_peer + t_client), the CPU every message costs whoever sends it
@@ -14,9 +15,17 @@ with messages per second, CPU milliseconds per message for each, and the ratios
 by default Postfix's C `smtp-sink` (dumping to a tmpfs, so the peer costs as little as a real
 SMTP server can); `--peer python` uses the project's own sink instead (no Postfix needed, as the
 smoke test does). Each part gets a fresh deployment folder and its own peer process, and the
-parts run one after another. `--quick` shortens the signature measurement and caps the naive
-loop at 500 messages (its rate is flat in N). `machine_share` says what else the machine did
-meanwhile. The work folder is deleted afterwards unless `--workdir` is given.
+parts run one after another.
+
+The floor and the pipeline run in `--rounds` alternating rounds (3 by default; the floor first in
+odd rounds, the pipeline first in even ones), because a machine shared with other work changes
+speed from minute to minute: two parts measured minutes apart can differ by a fifth on the same
+code. `rounds` lists each round's rates and ratio; `floor`, `pipeline` and every ratio are those
+of the round with the median pipeline/floor ratio (the lower one for an even count), so the
+figures printed together come from one round. `--quick` runs one round, shortens the signature
+measurement and caps the naive loop at 500 messages (its rate is flat in N). `machine_share`
+says what else the machine did meanwhile. The work folder is deleted afterwards unless
+`--workdir` is given.
 """
 
 from __future__ import annotations
@@ -57,9 +66,10 @@ FLOOR_HOW = (
 
 
 def sender(root: Path, script: str, messages: int, log: IO[bytes], *, peer: str,
-           args: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Run a standalone sender script (`naive`, `floor`) over `messages` request files."""
-    deployment = Deployment.create(root, script)
+           args: tuple[str, ...] = (), name: str | None = None) -> dict[str, Any]:
+    """Run a standalone sender script (`naive`, `floor`) over `messages` request files, in the
+    deployment folder `name` (default: the script's name) under `root`."""
+    deployment = Deployment.create(root, name or script)
     token = deployment.token()
     folder = deployment.home / "requests"
     folder.mkdir()
@@ -90,19 +100,51 @@ def sender(root: Path, script: str, messages: int, log: IO[bytes], *, peer: str,
             **stored}
 
 
-def run(messages: int, *, quick: bool, peer: str, workdir: Path) -> dict[str, Any]:
+def floor_and_pipeline(workdir: Path, messages: int, log: IO[bytes], *, peer: str,
+                       rounds: int) -> list[dict[str, Any]]:
+    """`rounds` rounds of the floor and the pipeline, the order alternating between rounds;
+    the first round's folders are `floor` and `pipeline-worker-N`, later ones get `-2`, `-3`..."""
+    def one(part: str, suffix: str) -> dict[str, Any]:
+        if part == "floor":
+            return sender(workdir, "floor", messages, log, peer=peer, name=f"floor{suffix}")
+        return pipeline.measure(workdir, messages, log, path="worker", peer=peer,
+                                name=f"pipeline-worker-{messages}{suffix}")
+
+    done = []
+    for index in range(rounds):
+        order = ("floor", "pipeline") if index % 2 == 0 else ("pipeline", "floor")
+        suffix = f"-{index + 1}" if index else ""
+        done.append({"first": order[0], **{part: one(part, suffix) for part in order}})
+    return done
+
+
+def median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The round with the median pipeline/floor ratio; the lower of the two middle ones for an
+    even count, so an even count never flatters the pipeline."""
+    ranked = sorted(rounds, key=_pipeline_over_floor)
+    return ranked[(len(ranked) - 1) // 2]
+
+
+def _pipeline_over_floor(round_: dict[str, Any]) -> float:
+    return float(round_["pipeline"]["per_second"] / round_["floor"]["per_second"])
+
+
+def run(messages: int, *, quick: bool, peer: str, workdir: Path,
+        rounds: int = 3) -> dict[str, Any]:
     share = MachineShare()
     log_path = workdir / "benchmark.log"
+    rounds = 1 if quick else rounds
     with log_path.open("ab") as log:
         signing = limit.signatures_per_second(1.0 if quick else 3.0)
         smtp = limit.peer_and_client(workdir, messages, log, peer=peer)
-        floor = sender(workdir, "floor", messages, log, peer=peer)
+        measured = floor_and_pipeline(workdir, messages, log, peer=peer, rounds=rounds)
         naive = sender(workdir, "naive", min(messages, 500) if quick else messages, log,
                        peer=peer)
-        piped = pipeline.measure(workdir, messages, log, path="worker", peer=peer)
         per_batch = pipeline.measure(workdir, messages, log, path="runs", prefix="runs",
                                      peer=peer)
     bound = limit.combine(signing, smtp)
+    chosen = median_round(measured)
+    floor, piped = chosen["floor"], chosen["pipeline"]
     ratios = {}
     for name, part in (("pipeline", piped), ("per_batch_runs", per_batch)):
         for other, against in (("limit", bound), ("floor", floor), ("naive", naive)):
@@ -119,6 +161,10 @@ def run(messages: int, *, quick: bool, peer: str, workdir: Path) -> dict[str, An
         "pipeline": piped,
         "pipeline_per_batch_runs": per_batch,
         "ratios": ratios,
+        "rounds": [{"first": r["first"], "floor": r["floor"]["per_second"],
+                    "pipeline": r["pipeline"]["per_second"],
+                    "pipeline/floor": round(_pipeline_over_floor(r), 3),
+                    "chosen": r is chosen} for r in measured],
         "machine_share": share.finish(),
     }
 
@@ -127,20 +173,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="alternating rounds of the floor and the pipeline (default 3)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--peer", choices=PEERS, default="c",
                         help="c: Postfix's smtp-sink (the default); python: `notify sink`")
     parser.add_argument("--workdir", type=Path, help="keep everything here (default: a temp dir)")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if args.peer == "c" and not smtp_sink_available():
         sys.exit(SMTP_SINK_MISSING)
     if args.workdir:
         args.workdir.mkdir(parents=True, exist_ok=True)
         result = run(args.messages, quick=args.quick, peer=args.peer,
-                     workdir=args.workdir.resolve())
+                     workdir=args.workdir.resolve(), rounds=args.rounds)
     else:
         with tempfile.TemporaryDirectory(prefix="notify-bench-") as tmp:
-            result = run(args.messages, quick=args.quick, peer=args.peer, workdir=Path(tmp))
+            result = run(args.messages, quick=args.quick, peer=args.peer, workdir=Path(tmp),
+                         rounds=args.rounds)
     print(json.dumps(result, indent=2))
 
 

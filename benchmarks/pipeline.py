@@ -65,12 +65,13 @@ WRITER_THREADS = 4
 
 def measure(
     root: Path, messages: int, log: IO[bytes], *, path: str = "worker", prefix: str = "pipe",
-    peer: str = "python",
+    peer: str = "python", name: str | None = None,
 ) -> dict[str, Any]:
     """Deliver `messages` requests through the pipeline on `path` (`worker`: the default
     deployment's delivery worker run; `runs`: a run per batch) to `peer` (`c`: smtp-sink,
-    `python`: the project's sink); returns rates, stages, CPU, memory."""
-    deployment = Deployment.create(root, f"pipeline-{path}-{messages}")
+    `python`: the project's sink), in the deployment folder `name` under `root`; returns
+    rates, stages, CPU, memory."""
+    deployment = Deployment.create(root, name or f"pipeline-{path}-{messages}")
     token = deployment.token()
     bodies = [(request_name(prefix, i), request_body(token, prefix, i)) for i in range(messages)]
     timeout = 300 + messages / 10

@@ -70,6 +70,7 @@ def render(e2e: dict[str, Any], latency: dict[str, Any], memory: dict[str, Any])
         f" (a run per batch: {ratios['per_batch_runs/limit']}, {ratios['per_batch_runs/floor']},"
         f" {ratios['per_batch_runs/naive']}).",
         "",
+        *_rounds(e2e.get("rounds", [])),
         f"The limit's terms: t_RSA = {terms['rsa']} ms (OpenSSL RSA-2048, {sign['processes']}"
         f" processes at once: {sign['per_second']} signatures/s), t_peer = {terms['peer']} ms and"
         f" t_client = {terms['client']} ms (a tight smtplib loop on one connection, pre-signed"
@@ -104,6 +105,19 @@ def render(e2e: dict[str, Any], latency: dict[str, Any], memory: dict[str, Any])
         END,
     ]
     return "\n".join(lines)
+
+
+def _rounds(rounds: list[dict[str, Any]]) -> list[str]:
+    """The floor and pipeline rounds behind the figures above, when there was more than one."""
+    if len(rounds) < 2:
+        return []
+    each = "; ".join(
+        f"{'**' if r['chosen'] else ''}{r['floor']} / {r['pipeline']} msg/s ="
+        f" {r['pipeline/floor']}{'**' if r['chosen'] else ''} ({r['first']} first)"
+        for r in rounds)
+    return [f"The floor and the pipeline ran in {len(rounds)} alternating rounds (floor /"
+            f" pipeline = pipeline/floor): {each}. The figures above are the round in bold,"
+            " the one with the median ratio.", ""]
 
 
 def _targets(e2e: dict[str, Any], latency: dict[str, Any], memory: dict[str, Any]) -> list[str]:

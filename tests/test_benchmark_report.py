@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmarks.report import _targets
+from benchmarks.e2e import median_round
+from benchmarks.report import _rounds, _targets
 
 
 def results(*, floor: float, limit: float, p95: float | None,
@@ -42,3 +43,32 @@ def test_each_missed_target_says_no() -> None:
 def test_no_latency_figure_is_not_met() -> None:
     got = verdicts(_targets(*results(floor=1.2, limit=0.31, p95=None, peaks=(300, 350))))
     assert got["latency p95 <= 1 s at 1.0 message/s, default settings"] == "**no**"
+
+
+def a_round(floor: float, pipeline: float, first: str = "floor") -> dict[str, Any]:
+    return {"first": first, "floor": {"per_second": floor}, "pipeline": {"per_second": pipeline}}
+
+
+def test_the_figures_come_from_the_round_with_the_median_ratio() -> None:
+    rounds = [a_round(500, 600), a_round(400, 300, "pipeline"), a_round(450, 450)]
+    assert median_round(rounds) is rounds[2]
+
+
+def test_an_even_count_of_rounds_takes_the_lower_middle_ratio() -> None:
+    rounds = [a_round(100, 120), a_round(100, 80), a_round(100, 95), a_round(100, 130)]
+    assert median_round(rounds) is rounds[2]
+    assert median_round(rounds[:1]) is rounds[0]
+
+
+def test_the_page_lists_every_round_and_marks_the_chosen_one() -> None:
+    rounds = [{"first": "floor", "floor": 500.0, "pipeline": 450.0, "pipeline/floor": 0.9,
+               "chosen": False},
+              {"first": "pipeline", "floor": 400.0, "pipeline": 420.0, "pipeline/floor": 1.05,
+               "chosen": True},
+              {"first": "floor", "floor": 410.0, "pipeline": 480.0, "pipeline/floor": 1.171,
+               "chosen": False}]
+    text = "\n".join(_rounds(rounds))
+    assert "3 alternating rounds" in text
+    assert "500.0 / 450.0 msg/s = 0.9 (floor first)" in text
+    assert "**400.0 / 420.0 msg/s = 1.05** (pipeline first)" in text
+    assert _rounds(rounds[:1]) == []

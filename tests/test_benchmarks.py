@@ -37,6 +37,10 @@ def test_e2e_benchmark_delivers_every_message_once_and_reports_ratios(tmp_path):
     assert {"machine", "limit", "floor", "naive", "pipeline", "ratios",
             "machine_share"} <= result.keys()
     assert {"pipeline/limit", "pipeline/floor", "pipeline/naive"} <= set(result["ratios"])
+    [only] = result["rounds"]  # --quick: one round of the floor and the pipeline
+    assert only["chosen"] and only["first"] == "floor"
+    assert only["pipeline/floor"] == result["ratios"]["pipeline/floor"]
+    assert only["floor"] == result["floor"]["per_second"]
     for part in (result["limit"], result["floor"], result["naive"], result["pipeline"],
                  result["pipeline_per_batch_runs"]):
         assert part["per_second"] > 0

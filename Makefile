@@ -30,12 +30,12 @@ up: $(STAMP)
 ## Lint, type-check and run the whole test suite.
 test: $(STAMP) $(BQ_STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy notify_pipeline
+	$(BIN)/mypy notify_pipeline benchmarks
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -n 2 --durations=15
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy notify_pipeline
+	$(BIN)/mypy notify_pipeline benchmarks
 
 clean:
 	rm -rf $(VENV) $(BQ_VENV) .notify .pytest_cache .mypy_cache .ruff_cache

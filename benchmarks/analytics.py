@@ -183,7 +183,7 @@ def main() -> None:
         compute(args.compute)
         return
     with tempfile.TemporaryDirectory(prefix="notify-analytics-") as tmp:
-        result = {"benchmark": "analytics", "machine": machine(),
+        result: dict[str, Any] = {"benchmark": "analytics", "machine": machine(),
                   "incremental": incremental(Path(tmp), args.events),
                   "memory": peak_rss(Path(tmp), args.rss_events)}
     result["goals"] = {

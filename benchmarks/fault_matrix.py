@@ -72,7 +72,7 @@ PIPELINE_TRIES = 5  # the pipeline's claims of one message (NOTIFY_MAX_MESSAGE_A
 
 
 def smtp_cases() -> list[Case]:
-    once = {"attempts": 2, "passes": 1}
+    once: dict[str, Any] = {"attempts": 2, "passes": 1}
     cases = [Case(f"smtp RCPT {code} once", "smtp", (f"rcpt:{code}",), **once)
              for code in ("421", "450", "451", "452")]
     cases += [Case(f"smtp RCPT {code} always", "smtp", (f"rcpt:{code}",), repeat=True,
@@ -106,8 +106,10 @@ def smtp_cases() -> list[Case]:
 
 
 def ses_cases() -> list[Case]:
-    always = {"repeat": True, "expect": "failure", "reason": "provider_unavailable", "copies": 0,
-              "attempts": SES_TRIES * PIPELINE_TRIES, "passes": PIPELINE_TRIES}
+    always: dict[str, Any] = {
+        "repeat": True, "expect": "failure", "reason": "provider_unavailable", "copies": 0,
+        "attempts": SES_TRIES * PIPELINE_TRIES, "passes": PIPELINE_TRIES,
+    }
     return [
         Case("ses throttling twice", "ses", ("throttling", "429"), expect=SENT, attempts=3),
         Case("ses throttling always", "ses", ("throttling",), **always),

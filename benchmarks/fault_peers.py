@@ -143,7 +143,7 @@ class FaultPlan(Generic[F]):
 
 def _drop(server: SMTP) -> None:
     transport = server.transport
-    if transport is not None:
+    if isinstance(transport, asyncio.Transport):  # a socket's: it can be cut short
         transport.abort()
 
 

@@ -29,6 +29,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
@@ -228,7 +229,7 @@ def drive_worker(messages: int, timeout: float) -> dict[str, Any]:
         baseline = _Cpu()
         print("ready", flush=True)
         work(timeout, stop)
-        wait_for_removals()  # the last batch's files are removed in the background: count it
+        _removed(wait_for_removals)  # the last batch's files go in the background: count it
         return _drive_result(totals, baseline)
 
 
@@ -251,8 +252,18 @@ def drive(messages: int, timeout: float) -> dict[str, Any]:
         totals.batches += summary["batches"]
         if not summary["requests"]:
             time.sleep(0.05)
-    wait_for_removals()
+    _removed(wait_for_removals)
     return _drive_result(totals, baseline)
+
+
+REMOVAL_WAIT_SECONDS = 120.0
+
+
+def _removed(wait_for_removals: Callable[[float | None], bool]) -> None:
+    """Wait for the finished batches' removal, or fail the run plainly if it never ends."""
+    if not wait_for_removals(REMOVAL_WAIT_SECONDS):
+        raise RuntimeError(f"finished batches were still being removed after"
+                           f" {REMOVAL_WAIT_SECONDS:.0f} s")
 
 
 class _Cpu:

@@ -118,13 +118,15 @@ def _sendable(where: str, address: str) -> str:
 def _plain(address: str) -> bool:
     if len(address) > _MAX_PLAIN_LENGTH or not _PLAIN.fullmatch(address):
         return False
-    domain = address.partition("@")[2]
-    return "xn--" not in domain.lower() and _domain_passes(domain)
+    return _domain_passes(address.partition("@")[2])
 
 
 @lru_cache(maxsize=4096)
 def _domain_passes(domain: str) -> bool:
-    """Whether an address at `domain` with the shortest plain local part passes `_checked`."""
+    """Whether an address at `domain` with the shortest plain local part passes `_checked`;
+    never for a punycode domain, whose Unicode form the length checks may count instead."""
+    if "xn--" in domain.lower():
+        return False
     try:
         _checked("domain", f"a@{domain}")
     except FieldRejected:

@@ -29,7 +29,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
@@ -196,7 +195,6 @@ def drive_worker(messages: int, timeout: float) -> dict[str, Any]:
 
     import dagster as dg
 
-    from notify_pipeline.inbox.local import wait_for_removals
     from notify_pipeline.jobs import build_pipeline
     from notify_pipeline.ledger.base import current_owner
     from notify_pipeline.profiles import resources_for
@@ -229,14 +227,13 @@ def drive_worker(messages: int, timeout: float) -> dict[str, Any]:
         baseline = _Cpu()
         print("ready", flush=True)
         work(timeout, stop)
-        _removed(wait_for_removals)  # the last batch's files go in the background: count it
+        _wait_for_removals()  # the last batch's files go in the background: count it
         return _drive_result(totals, baseline)
 
 
 def drive(messages: int, timeout: float) -> dict[str, Any]:
     """The driver process: warm up, say `ready`, then drain until every request is done."""
     from notify_pipeline.cli import process_once
-    from notify_pipeline.inbox.local import wait_for_removals
     from notify_pipeline.run import Counts, Totals
     from notify_pipeline.settings import Settings
 
@@ -252,15 +249,17 @@ def drive(messages: int, timeout: float) -> dict[str, Any]:
         totals.batches += summary["batches"]
         if not summary["requests"]:
             time.sleep(0.05)
-    _removed(wait_for_removals)
+    _wait_for_removals()
     return _drive_result(totals, baseline)
 
 
 REMOVAL_WAIT_SECONDS = 120.0
 
 
-def _removed(wait_for_removals: Callable[[float | None], bool]) -> None:
+def _wait_for_removals() -> None:
     """Wait for the finished batches' removal, or fail the run plainly if it never ends."""
+    from notify_pipeline.inbox.local import wait_for_removals
+
     if not wait_for_removals(REMOVAL_WAIT_SECONDS):
         raise RuntimeError(f"finished batches were still being removed after"
                            f" {REMOVAL_WAIT_SECONDS:.0f} s")

@@ -143,8 +143,11 @@ class FaultPlan(Generic[F]):
 
 def _drop(server: SMTP) -> None:
     transport = server.transport
-    if isinstance(transport, asyncio.Transport):  # a socket's: it can be cut short
-        transport.abort()
+    if transport is None:
+        return
+    if not isinstance(transport, asyncio.Transport):
+        raise TypeError(f"cannot cut a {type(transport).__name__} short")
+    transport.abort()
 
 
 class FaultySmtp:

@@ -9,13 +9,17 @@ Prints one JSON object:
 - `floor`: a sender with no durability and no policy, one process per core (`benchmarks/floor.py`);
 - `naive`: what a user would write, one process, pure-Python dkimpy (`benchmarks/naive.py`);
 - `pipeline`: the default deployment's delivery worker loop, and `pipeline_per_batch_runs`
-  (a Dagster run per batch, as `notify process` runs) as context;
+  (a Dagster run per batch, as `notify process` runs) as context, both starting, as the floor
+  and the naive loop do, with every request waiting on disk;
+- `pipeline_arriving`: the delivery worker loop while four client threads on the same cores
+  write the requests (the clock starts at the first write), as a machine shared with its
+  clients sees it;
 with messages per second, CPU milliseconds per message for each, and the ratios
-`pipeline/limit`, `pipeline/floor`, `pipeline/naive`. Every part sends to the same kind of peer,
-by default Postfix's C `smtp-sink` (dumping to a tmpfs, so the peer costs as little as a real
-SMTP server can); `--peer python` uses the project's own sink instead (no Postfix needed, as the
-smoke test does). Each part gets a fresh deployment folder and its own peer process, and the
-parts run one after another.
+`pipeline/limit`, `pipeline/floor`, `pipeline/naive` (and the same for the other two). Every
+part sends to the same kind of peer, by default Postfix's C `smtp-sink` (dumping to a tmpfs, so
+the peer costs as little as a real SMTP server can); `--peer python` uses the project's own
+sink instead (no Postfix needed, as the smoke test does). Each part gets a fresh deployment
+folder and its own peer process, and the parts run one after another.
 
 The floor and the pipeline run in `--rounds` alternating rounds (3 by default; the floor first in
 odd rounds, the pipeline first in even ones), because a machine shared with other work changes
@@ -108,7 +112,7 @@ def floor_and_pipeline(workdir: Path, messages: int, log: IO[bytes], *, peer: st
         if part == "floor":
             return sender(workdir, "floor", messages, log, peer=peer, name=f"floor{suffix}")
         return pipeline.measure(workdir, messages, log, path="worker", peer=peer,
-                                name=f"pipeline-worker-{messages}{suffix}")
+                                name=f"pipeline-worker-{messages}{suffix}", start="waiting")
 
     done = []
     for index in range(rounds):
@@ -141,12 +145,16 @@ def run(messages: int, *, quick: bool, peer: str, workdir: Path,
         naive = sender(workdir, "naive", min(messages, 500) if quick else messages, log,
                        peer=peer)
         per_batch = pipeline.measure(workdir, messages, log, path="runs", prefix="runs",
-                                     peer=peer)
+                                     peer=peer, start="waiting")
+        arriving = pipeline.measure(workdir, messages, log, path="worker", prefix="live",
+                                    peer=peer, name=f"pipeline-arriving-{messages}",
+                                    start="arriving")
     bound = limit.combine(signing, smtp)
     chosen = median_round(measured)
     floor, piped = chosen["floor"], chosen["pipeline"]
     ratios = {}
-    for name, part in (("pipeline", piped), ("per_batch_runs", per_batch)):
+    for name, part in (("pipeline", piped), ("per_batch_runs", per_batch),
+                       ("pipeline_arriving", arriving)):
         for other, against in (("limit", bound), ("floor", floor), ("naive", naive)):
             ratios[f"{name}/{other}"] = round(part["per_second"] / against["per_second"], 3)
     return {
@@ -160,6 +168,7 @@ def run(messages: int, *, quick: bool, peer: str, workdir: Path,
         "naive": naive,
         "pipeline": piped,
         "pipeline_per_batch_runs": per_batch,
+        "pipeline_arriving": arriving,
         "ratios": ratios,
         "rounds": [{"first": r["first"], "floor": r["floor"]["per_second"],
                     "pipeline": r["pipeline"]["per_second"],

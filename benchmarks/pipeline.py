@@ -15,9 +15,15 @@ tree (the driver, its render workers, and anything else it started) from `ready`
 read in the driver while its workers still live, each with the CPU of the children it reaped.
 
 The driver is started and warmed up (imports, one empty pass) before the clock starts, as a
-running service would be. The clock starts when the first request is written: four client
-threads in the parent write the requests into the inbox (`LocalInbox.write_request`, fsync per
-request) while the driver drains it. It stops at the last event's `recorded_at` in DuckDB.
+running service would be. Four client threads in the parent write the requests into the inbox
+(`LocalInbox.write_request`, fsync per request), and `start` says when:
+- `waiting`: all of them before the clock starts, then the driver is told to go. The pipeline
+  starts from the state the floor and the naive loop start from (every request on disk), so
+  their rates compare like with like.
+- `arriving`: while the driver drains the inbox, the clock starting at the first write. The
+  clients' writes and fsyncs (about 0.4 ms of CPU a request) then share the cores with the
+  pipeline, and batches are cut as requests arrive.
+The clock stops at the last event's `recorded_at` in DuckDB.
 """
 from __future__ import annotations
 
@@ -52,25 +58,33 @@ MACHINERY = {
         "the delivery_worker run's loop (notify_pipeline.run.run_worker, its pipeline built by"
         " jobs.build_pipeline from the profile's resources), as the default deployment runs it:"
         " stage, decide, claim, render, sign, SMTP hand-off, ledger, events into DuckDB after"
-        " each batch; requests written concurrently by 4 client threads"
+        " each batch"
     ),
     "runs": (
         "notify_pipeline.cli.process_once in a loop (the `notify process` path: real inbox_sensor,"
-        " one deliver_batch run per batch via execute_in_process, ephemeral instance); requests"
-        " written concurrently by 4 client threads"
+        " one deliver_batch run per batch via execute_in_process, ephemeral instance)"
     ),
 }
 WRITER_THREADS = 4
+STARTS = {
+    "waiting": f"every request written by {WRITER_THREADS} client threads before the clock"
+               " starts, as the floor's and the naive loop's are",
+    "arriving": f"requests written by {WRITER_THREADS} client threads on the same cores while"
+                " the pipeline drains them; the clock starts at the first write",
+}
 
 
 def measure(
     root: Path, messages: int, log: IO[bytes], *, path: str = "worker", prefix: str = "pipe",
-    peer: str = "python", name: str | None = None,
+    peer: str = "python", name: str | None = None, start: str = "arriving",
 ) -> dict[str, Any]:
     """Deliver `messages` requests through the pipeline on `path` (`worker`: the default
     deployment's delivery worker run; `runs`: a run per batch) to `peer` (`c`: smtp-sink,
-    `python`: the project's sink), in the deployment folder `name` under `root`; returns
-    rates, stages, CPU, memory."""
+    `python`: the project's sink), in the deployment folder `name` under `root`, the requests
+    written as `start` says (see `STARTS`); returns rates, stages, CPU, memory."""
+    if start not in STARTS:
+        raise ValueError(f"start must be one of {sorted(STARTS)}, not {start!r}")
+    waiting = start == "waiting"
     deployment = Deployment.create(root, name or f"pipeline-{path}-{messages}")
     token = deployment.token()
     bodies = [(request_name(prefix, i), request_body(token, prefix, i)) for i in range(messages)]
@@ -79,8 +93,9 @@ def measure(
         peer_before = server.cpu_seconds()
         driver = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.pipeline", "--drive", "--path", path,
-             "--messages", str(messages), "--timeout", str(timeout)],
-            env=deployment.env, cwd=REPO,
+             "--messages", str(messages), "--timeout", str(timeout),
+             *(["--wait-for-go"] if waiting else [])],
+            env=deployment.env, cwd=REPO, stdin=subprocess.PIPE if waiting else None,
             stdout=subprocess.PIPE, stderr=log,
         )
         watchdog = threading.Timer(timeout + 120, driver.kill)
@@ -90,7 +105,8 @@ def measure(
             assert driver.stdout is not None
             if driver.stdout.readline().strip() != b"ready":
                 raise RuntimeError("the pipeline driver did not start; see the log")
-            first, last = write_requests(deployment.home, bodies)
+            began, last = write_requests(deployment.home, bodies)
+            first = _go(driver) if waiting else began
             out = driver.stdout.read()
             if driver.wait() != 0:
                 raise RuntimeError(f"the pipeline driver failed ({driver.returncode})")
@@ -109,7 +125,9 @@ def measure(
         "messages": messages,
         "seconds": round(seconds, 3),
         "per_second": rate(drive["delivered"], seconds),
-        "enqueue_seconds": round(last - first, 3),
+        "start": start,
+        "how_requests_arrive": STARTS[start],
+        "enqueue_seconds": round(last - began, 3),
         "delivered": drive["delivered"],
         "events": events["by_type"],
         **stored,
@@ -158,6 +176,15 @@ class TreeMemory:
         self._thread.join()
 
 
+def _go(driver: subprocess.Popen[bytes]) -> float:
+    """Tell a driver waiting with every request written to start; returns when it was told."""
+    assert driver.stdin is not None
+    told = time.time()
+    driver.stdin.write(b"go\n")
+    driver.stdin.close()
+    return told
+
+
 def write_requests(home: Path, bodies: list[tuple[str, bytes]]) -> tuple[float, float]:
     """Write every request as clients would; returns (first write began, last write ended)."""
     from notify_pipeline.inbox.local import LocalInbox
@@ -187,7 +214,7 @@ def _events(deployment: Deployment) -> dict[str, Any]:
     return {"by_type": by_type, "last_recorded_at": row[0].timestamp()}
 
 
-def drive_worker(messages: int, timeout: float) -> dict[str, Any]:
+def drive_worker(messages: int, timeout: float, wait_for_go: bool) -> dict[str, Any]:
     """The driver process on the worker path: the `delivery_worker` run's loop (`run_worker`,
     its pipeline built by `jobs.build_pipeline` from the profile's resources), started and
     warmed up, then stopped once every request is done."""
@@ -224,14 +251,13 @@ def drive_worker(messages: int, timeout: float) -> dict[str, Any]:
             )
 
         work(0.5, threading.Event())  # warm up: imports, keys, an empty pass
-        baseline = _Cpu()
-        print("ready", flush=True)
+        baseline = _ready(wait_for_go)
         work(timeout, stop)
         _wait_for_removals()  # the last batch's files go in the background: count it
         return _drive_result(totals, baseline)
 
 
-def drive(messages: int, timeout: float) -> dict[str, Any]:
+def drive(messages: int, timeout: float, wait_for_go: bool) -> dict[str, Any]:
     """The driver process: warm up, say `ready`, then drain until every request is done."""
     from notify_pipeline.cli import process_once
     from notify_pipeline.run import Counts, Totals
@@ -239,8 +265,7 @@ def drive(messages: int, timeout: float) -> dict[str, Any]:
 
     settings = Settings()
     process_once(settings)
-    baseline = _Cpu()
-    print("ready", flush=True)
+    baseline = _ready(wait_for_go)
     totals = Totals()
     deadline = time.monotonic() + timeout
     while totals.requests < messages and time.monotonic() < deadline:
@@ -251,6 +276,15 @@ def drive(messages: int, timeout: float) -> dict[str, Any]:
             time.sleep(0.05)
     _wait_for_removals()
     return _drive_result(totals, baseline)
+
+
+def _ready(wait_for_go: bool) -> _Cpu:
+    """Say `ready`; if asked to, wait for `go` (the requests are then all written). Returns the
+    CPU baseline, taken as the clock starts."""
+    print("ready", flush=True)
+    if wait_for_go and sys.stdin.readline().strip() != "go":
+        raise RuntimeError("the benchmark ended before it said go")
+    return _Cpu()
 
 
 REMOVAL_WAIT_SECONDS = 120.0
@@ -295,11 +329,13 @@ def main() -> None:
     parser.add_argument("--messages", type=int, required=True)
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--path", choices=sorted(MACHINERY), default="worker")
+    parser.add_argument("--wait-for-go", action="store_true",
+                        help="after `ready`, start only when `go` arrives on stdin")
     args = parser.parse_args()
     if not args.drive:
         parser.error("run `python -m benchmarks.e2e` or `python -m benchmarks.memory`")
     driver = drive_worker if args.path == "worker" else drive
-    print(json.dumps(driver(args.messages, args.timeout)), flush=True)
+    print(json.dumps(driver(args.messages, args.timeout, args.wait_for_go)), flush=True)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from benchmarks.e2e import median_round
-from benchmarks.report import _rounds, _targets
+from benchmarks.report import _rounds, _starts, _targets
 
 
 def results(*, floor: float, limit: float, p95: float | None,
@@ -72,3 +72,23 @@ def test_the_page_lists_every_round_and_marks_the_chosen_one() -> None:
     assert "500.0 / 450.0 msg/s = 0.9 (floor first)" in text
     assert "**400.0 / 420.0 msg/s = 1.05** (pipeline first)" in text
     assert _rounds(rounds[:1]) == []
+
+
+def test_a_verdict_shows_the_ratio_with_requests_arriving_beside_it() -> None:
+    e2e, latency, memory = results(floor=1.05, limit=0.35, p95=0.25, peaks=(300, 350))
+    e2e["ratios"] |= {"pipeline_arriving/floor": 0.74, "pipeline_arriving/limit": 0.22}
+    lines = _targets(e2e, latency, memory)
+    assert any("1.05 at 10,000 messages (requests arriving meanwhile: 0.74)" in line
+               for line in lines)
+    assert any("0.35 at 10,000 messages (requests arriving meanwhile: 0.22)" in line
+               for line in lines)
+    assert verdicts(lines)["pipeline/floor >= 1.0"] == "yes"
+
+
+def test_the_page_says_how_each_pipeline_part_s_requests_arrived() -> None:
+    e2e = {"pipeline": {"start": "waiting", "how_requests_arrive": "all written first"},
+           "pipeline_arriving": {"start": "arriving", "how_requests_arrive": "written meanwhile"}}
+    text = "\n".join(_starts(e2e))
+    assert "every request on disk (all written first)" in text
+    assert "The last row's written meanwhile" in text
+    assert _starts({"pipeline": {}}) == []

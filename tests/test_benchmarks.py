@@ -42,7 +42,7 @@ def test_e2e_benchmark_delivers_every_message_once_and_reports_ratios(tmp_path):
     assert only["pipeline/floor"] == result["ratios"]["pipeline/floor"]
     assert only["floor"] == result["floor"]["per_second"]
     for part in (result["limit"], result["floor"], result["naive"], result["pipeline"],
-                 result["pipeline_per_batch_runs"]):
+                 result["pipeline_per_batch_runs"], result["pipeline_arriving"]):
         assert part["per_second"] > 0
     limits = result["limit"]
     terms = limits["cpu_ms_per_message"]
@@ -53,19 +53,25 @@ def test_e2e_benchmark_delivers_every_message_once_and_reports_ratios(tmp_path):
     assert limits["peer_accept"]["accept_per_second"] > 0
     for part in ("floor", "naive"):
         assert result[part]["cpu_ms_per_message"]["sender"] > 0
-    for path in ("pipeline", "pipeline_per_batch_runs"):
+    for path in ("pipeline", "pipeline_per_batch_runs", "pipeline_arriving"):
         assert result[path]["events"]["delivery"] == MESSAGES
         cpu = result[path]["cpu_seconds"]
         assert cpu["tree"] >= cpu["driver"] > 0
         assert result[path]["cpu_ms_per_message"]["tree"] > 0
     assert result["pipeline"]["path"] == "worker"
     assert result["pipeline_per_batch_runs"]["path"] == "runs"
+    # like the floor's, the compared pipeline parts' requests are all on disk when the clock starts
+    assert result["pipeline"]["start"] == result["pipeline_per_batch_runs"]["start"] == "waiting"
+    assert result["pipeline_arriving"]["start"] == "arriving"
+    assert result["pipeline_arriving"]["path"] == "worker"
+    assert {"pipeline_arriving/floor", "pipeline_arriving/limit"} <= set(result["ratios"])
     assert "stage_seconds" in result["pipeline"]
     assert result["pipeline"]["peak_rss_mb"] > 0
 
     for folder, prefix in (("limit-python", "limitpython"), ("floor", "floor"),
                            ("naive", "naive"), (f"pipeline-worker-{MESSAGES}", "pipe"),
-                           (f"pipeline-runs-{MESSAGES}", "runs")):
+                           (f"pipeline-runs-{MESSAGES}", "runs"),
+                           (f"pipeline-arriving-{MESSAGES}", "live")):
         counts = Counter(r for path in maildir_files(tmp_path / folder / "mail")
                          for r in envelope_recipients(path))
         assert counts == Counter({recipient(prefix, i): 1 for i in range(MESSAGES)}), folder

@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,10 @@ class Case:
     healthy_may_be_ambiguous: bool = False  # a restart may cut a hand-off short
     attempts: int = 1  # hand-off attempts the peer must see for the faulty message (0: any)
     passes: int = 1  # runs of the batch it must take (0: any, within the bounded attempts)
+    # How long deferred recipients are retried after the request arrived (the pipeline's
+    # `recipient_retry_for`); 0 leaves the attempts alone to bound them, so that a case
+    # deferring for ever ends within the matrix's passes instead of a day later.
+    recipient_retry_seconds: float = 0.0
 
     @property
     def key(self) -> str:
@@ -81,6 +86,10 @@ def smtp_cases() -> list[Case]:
               for code in ("450", "451", "452")]
     cases.append(Case("smtp RCPT 450 four times, greylisting", "smtp", ("rcpt:450",) * 4,
                       attempts=SMTP_TRIES + 2, passes=2))  # waits, the batch's others go on
+    cases.append(Case("smtp RCPT 450 for more than five attempts, greylisting within the window",
+                      "smtp", ("rcpt:450",) * (SMTP_TRIES * PIPELINE_TRIES + 1),
+                      attempts=SMTP_TRIES * PIPELINE_TRIES + 2, passes=PIPELINE_TRIES + 1,
+                      recipient_retry_seconds=600.0))
     cases.append(Case("smtp RCPT 421 always", "smtp", ("rcpt:421",), repeat=True,
                       expect="failure", reason="provider_unavailable", copies=0,
                       attempts=SMTP_TRIES * PIPELINE_TRIES, passes=PIPELINE_TRIES))
@@ -195,7 +204,8 @@ class Bench:
         self.warehouse = DuckDBWarehouse(s.warehouse_path, lock_wait_seconds=warehouse_lock_wait)
         self.inbox = LocalInbox(home)
 
-    def pipeline(self, transport: Any, ledger: Any = None) -> Any:
+    def pipeline(self, transport: Any, ledger: Any = None, *,
+                 recipient_retry_seconds: float = 0.0) -> Any:
         from notify_pipeline.policy import Domains
         from notify_pipeline.registry import load_registry
         from notify_pipeline.run import Pipeline
@@ -208,6 +218,7 @@ class Bench:
             verifier=self.verifier, ledger=ledger or self.ledger, transport=transport,
             signer_for=lambda d: signers.setdefault(d, DkimSigner(self.keys.key_for(d))),
             retry_after_seconds=RETRY_SECONDS, render_processes=0,
+            recipient_retry_for=timedelta(seconds=recipient_retry_seconds),
         )
 
     def enqueue(self, prefix: str, count: int) -> list[str]:
@@ -328,7 +339,8 @@ def _smtp_case(bench: Bench, case: Case) -> CaseResult:
             # all be sent before any message is stored, but the fifth waits for a free
             # connection, so a message has been stored when it comes.
             peer.restart_after(1, down_seconds=0.3)
-        pipeline = bench.pipeline(_smtp_transport(peer.port))
+        pipeline = bench.pipeline(_smtp_transport(peer.port),
+                                  recipient_retry_seconds=case.recipient_retry_seconds)
         passes = bench.drain(pipeline, bench.stage(), bench.flush)
         time.sleep(STALL if "stall" in "".join(case.faults) else 0)
         ended = bench.outcomes(ids, peer.copies)

@@ -30,6 +30,10 @@ BATCH_MAX_AGE_SECONDS: Final = 1.0
 CLAIM_LEASE_SECONDS: Final = 300.0
 PROVIDER_RETRY_SECONDS: Final = 30.0
 MAX_MESSAGE_ATTEMPTS: Final = 5
+# How long after a request arrived a recipient server's "try again later" (4xx: greylisting, a
+# full mailbox) is still retried; a message is claimed at least MAX_MESSAGE_ATTEMPTS times
+# whatever its age. Greylisting asks for minutes (Postgrey: 5), RFC 5321 for days of retries.
+RECIPIENT_RETRY_HOURS: Final = 24.0
 SUPPRESSION_DAYS: Final = 90
 
 # Sending limits (recipient-deliveries; 0 means none) and a dedicated IP pool's warm-up: its

@@ -90,6 +90,7 @@ def build_pipeline(
         lease_seconds=deployment.claim_lease_seconds,
         retry_after_seconds=deployment.provider_retry_seconds,
         max_message_attempts=deployment.max_message_attempts,
+        recipient_retry_for=deployment.recipient_retry_for,
         suppress_for=deployment.suppress_for,
         max_request_bytes=deployment.max_request_bytes,
         limits=deployment.sending_limits,

@@ -48,6 +48,7 @@ def _common(s: Settings) -> dict[str, Any]:
             claim_lease_seconds=s.claim_lease_seconds,
             provider_retry_seconds=s.provider_retry_seconds,
             max_message_attempts=s.max_message_attempts,
+            recipient_retry_hours=s.recipient_retry_hours,
             suppression_days=s.suppression_days,
             max_request_bytes=s.max_request_bytes,
             worker_poll_seconds=s.worker_poll_seconds,

@@ -80,6 +80,7 @@ class DeploymentResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     claim_lease_seconds: float = d.CLAIM_LEASE_SECONDS
     provider_retry_seconds: float = d.PROVIDER_RETRY_SECONDS
     max_message_attempts: int = d.MAX_MESSAGE_ATTEMPTS
+    recipient_retry_hours: float = d.RECIPIENT_RETRY_HOURS
     suppression_days: int = d.SUPPRESSION_DAYS
     max_request_bytes: int = d.MAX_REQUEST_BYTES
     worker_poll_seconds: float = d.WORKER_POLL_SECONDS
@@ -98,6 +99,10 @@ class DeploymentResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     @property
     def suppress_for(self) -> timedelta:
         return timedelta(days=self.suppression_days)
+
+    @property
+    def recipient_retry_for(self) -> timedelta:
+        return timedelta(hours=self.recipient_retry_hours)
 
     @property
     def sending_limits(self) -> SendingLimits:

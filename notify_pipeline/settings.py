@@ -93,6 +93,7 @@ class Settings(BaseSettings):
     claim_lease_seconds: float = Field(default=d.CLAIM_LEASE_SECONDS, gt=0)
     provider_retry_seconds: float = Field(default=d.PROVIDER_RETRY_SECONDS, ge=0)
     max_message_attempts: int = Field(default=d.MAX_MESSAGE_ATTEMPTS, ge=1)
+    recipient_retry_hours: float = Field(default=d.RECIPIENT_RETRY_HOURS, ge=0)
     suppression_days: int = Field(default=d.SUPPRESSION_DAYS, ge=1)
     max_request_bytes: int = d.MAX_REQUEST_BYTES
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from dataclasses import replace
+from datetime import timedelta
 
 from notify_pipeline.delivery.base import (
     HandoffResult,
@@ -17,9 +19,14 @@ from notify_pipeline.delivery.base import (
     RecipientStatus,
     Transport,
 )
-from notify_pipeline.errors import AmbiguousHandoffError, RetryableDeliveryError
+from notify_pipeline.errors import (
+    AmbiguousHandoffError,
+    RecipientsDeferredError,
+    RetryableDeliveryError,
+)
 from notify_pipeline.events import utcnow
 from notify_pipeline.inbox.local import LocalInbox
+from notify_pipeline.ledger.base import MessageState
 from tests.conftest import LocalDeployment
 from tests.helpers import hostile_cases, make_harness
 
@@ -147,3 +154,47 @@ def test_each_hostile_request_is_one_reject_beside_delivered_ones(local: LocalDe
         assert (summary.delivered, summary.failed) == (2, 0), case
         assert summary.rejected == Counter({reason: 1}), case
         assert not inbox.batches(), case
+
+
+class DeferringTransport(Transport):
+    """A recipients' server that says "try again later" (450) to every recipient, for ever."""
+
+    concurrency = 1
+
+    def __init__(self) -> None:
+        self.offered = 0
+
+    def send(self, message: OutgoingMessage) -> HandoffResult:
+        self.offered += 1
+        result = HandoffResult(None, tuple(
+            RecipientOutcome(r, RecipientStatus.FAILED, 450, "4.7.1 greylisted, try later")
+            for r in message.recipients))
+        raise RecipientsDeferredError("every recipient refused for now", result)
+
+
+def test_deferred_recipients_are_retried_past_the_attempts_until_the_window_ends(
+    local: LocalDeployment,
+) -> None:
+    """Greylisting asks for minutes: five quick claims are not a reason to give up, so a
+    deferred message waits while its request is younger than `recipient_retry_for`, and its
+    refusals stand only after that."""
+    transport = DeferringTransport()
+    harness = make_harness(local, transport)
+    now = [utcnow()]
+    pipeline = replace(harness.pipeline, clock=lambda: now[0], max_message_attempts=2,
+                       recipient_retry_for=timedelta(hours=1), retry_after_seconds=0)
+    inbox, batch_id = stage_all(local, 1)
+
+    for _ in range(4):  # attempts 1 to 4, the last two beyond max_message_attempts
+        summary = pipeline.process_batch(inbox, batch_id, owner="test|1|0|t")
+        assert (summary.deferred, summary.failed) == (1, 0)
+        assert inbox.batches() == [batch_id], "the batch waits for the message"
+        now[0] += timedelta(minutes=10)
+    assert harness.ledger.state_of("lookup-notices", "m00") is MessageState.CLAIMED
+
+    now[0] += timedelta(hours=1)  # the request is now older than the window
+    summary = pipeline.process_batch(inbox, batch_id, owner="test|1|0|t")
+    assert (summary.deferred, summary.failed) == (0, 1)
+    assert harness.ledger.state_of("lookup-notices", "m00") is MessageState.FAILED
+    assert transport.offered == 5
+    assert not inbox.batches()

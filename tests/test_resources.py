@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
 
 from notify_pipeline.delivery.ses import SendRateLimiter, SesTransport
 from notify_pipeline.delivery.shared_rate import SharedSendRate
+from notify_pipeline.jobs import build_pipeline
 from notify_pipeline.ledger.sqlite import SqliteLedger
+from notify_pipeline.profiles import resources_for
 from notify_pipeline.resources import (
     DeploymentResource,
     ProviderEventsResource,
@@ -23,6 +26,7 @@ from notify_pipeline.resources import (
     SqliteLedgerResource,
 )
 from notify_pipeline.sensors.provider_events import provider_events_sensor
+from notify_pipeline.settings import Settings
 from tests.emulators.moto import REGION, MotoServer, SnsCertServer, TestSigner
 from tests.helpers import ses_event
 
@@ -90,3 +94,17 @@ def test_a_runs_ses_transport_shares_the_send_rate_through_its_ledger(tmp_path: 
         assert isinstance(alone, SesTransport) and isinstance(alone.limiter, SendRateLimiter)
     finally:
         book.close()
+
+
+def test_the_recipient_retry_window_reaches_the_pipeline_from_its_variable(local, monkeypatch):
+    """NOTIFY_RECIPIENT_RETRY_HOURS is how long greylisted or otherwise deferred recipients
+    are retried; a run's pipeline must carry the operator's value, not the default."""
+    monkeypatch.setenv("NOTIFY_RECIPIENT_RETRY_HOURS", "2.5")
+    with dg.build_resources(resources_for(Settings())) as r:
+        book = r.ledger.open()
+        try:
+            pipeline = build_pipeline(book, r.deployment, r.registry, r.identity, r.signing,
+                                      r.transport)
+        finally:
+            book.close()
+    assert pipeline.recipient_retry_for == timedelta(hours=2.5)

@@ -37,6 +37,9 @@ class Pipeline:
     lease_seconds: float = defaults.CLAIM_LEASE_SECONDS
     suppress_for: timedelta = timedelta(days=defaults.SUPPRESSION_DAYS)
     max_message_attempts: int = defaults.MAX_MESSAGE_ATTEMPTS
+    # Deferred recipients are retried for this long after the request arrived (and for at
+    # least `max_message_attempts` claims), so greylisting's minutes are waited out.
+    recipient_retry_for: timedelta = timedelta(hours=defaults.RECIPIENT_RETRY_HOURS)
     retry_after_seconds: float = defaults.PROVIDER_RETRY_SECONDS
     max_request_bytes: int = defaults.MAX_REQUEST_BYTES
     limits: SendingLimits = field(default_factory=SendingLimits)

@@ -1,6 +1,6 @@
 """Throughput, in one run on one machine: the limit, the floor, the naive loop, the pipeline.
 
-    python -m benchmarks.e2e --messages 10000 [--rounds 3] [--quick] [--peer c|python]
+    python -m benchmarks.e2e --messages 10000 [--rounds 5] [--quick] [--peer c|python]
                              [--workdir DIR]
 
 Prints one JSON object:
@@ -21,7 +21,7 @@ the peer costs as little as a real SMTP server can); `--peer python` uses the pr
 sink instead (no Postfix needed, as the smoke test does). Each part gets a fresh deployment
 folder and its own peer process, and the parts run one after another.
 
-The floor and the pipeline run in `--rounds` alternating rounds (3 by default; the floor first in
+The floor and the pipeline run in `--rounds` alternating rounds (5 by default; the floor first in
 odd rounds, the pipeline first in even ones), because a machine shared with other work changes
 speed from minute to minute: two parts measured minutes apart can differ by a fifth on the same
 code. `rounds` lists each round's rates and ratio; `floor`, `pipeline` and every ratio are those
@@ -134,7 +134,7 @@ def _pipeline_over_floor(round_: dict[str, Any]) -> float:
 
 
 def run(messages: int, *, quick: bool, peer: str, workdir: Path,
-        rounds: int = 3) -> dict[str, Any]:
+        rounds: int = 5) -> dict[str, Any]:
     share = MachineShare()
     log_path = workdir / "benchmark.log"
     rounds = 1 if quick else rounds
@@ -182,8 +182,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=10_000)
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="alternating rounds of the floor and the pipeline (default 3)")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="alternating rounds of the floor and the pipeline (default 5)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--peer", choices=PEERS, default="c",
                         help="c: Postfix's smtp-sink (the default); python: `notify sink`")

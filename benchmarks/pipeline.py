@@ -67,10 +67,9 @@ MACHINERY = {
 }
 WRITER_THREADS = 4
 STARTS = {
-    "waiting": f"every request written by {WRITER_THREADS} client threads before the clock"
-               " starts, as the floor's and the naive loop's are",
-    "arriving": f"requests written by {WRITER_THREADS} client threads on the same cores while"
-                " the pipeline drains them; the clock starts at the first write",
+    "waiting": f"all written by {WRITER_THREADS} client threads before the clock starts",
+    "arriving": f"requests are written by {WRITER_THREADS} client threads while the pipeline"
+                " drains them, and the clock starts at the first write",
 }
 
 
